@@ -1,0 +1,197 @@
+"""Command line, environment equivalents and the serve loop of `python -m product_service`."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+from aiohttp import web
+
+from .app import ProductService, make_server
+from .catalog import DEFAULT_CATALOG, CatalogError, load_catalog
+from .faults import Faults, parse_error_rate, parse_latency
+from .store import StoreError, Store
+
+PROG = "product_service"
+DEFAULT_PORT = 8082
+SHUTDOWN_TIMEOUT_S = 10.0
+_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off", ""}
+
+
+class UsageError(Exception):
+    """A bad flag, environment value or resource; exits 2 with one line."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str
+    port: int
+    db: Path
+    catalog: Path
+    reset: bool
+    faults: Faults
+    access_log: bool
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see --help)")
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: expected 0..65535 (0 picks a free port)")
+    return port
+
+
+def _checked(parse, text: str):  # type: ignore[no-untyped-def]
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def default_db_path(environ: Mapping[str, str]) -> Path:
+    """$XDG_CACHE_HOME (or ~/.cache)/product-service/products.db, else .data/products.db here."""
+    base = environ.get("XDG_CACHE_HOME") or (str(Path.home() / ".cache") if environ.get("HOME") else "")
+    if base:
+        folder = Path(base) / "product-service"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            if os.access(folder, os.W_OK):
+                return folder / "products.db"
+        except OSError:
+            pass
+    return Path(".data") / "products.db"
+
+
+def _env_bool(environ: Mapping[str, str], key: str) -> bool:
+    value = environ.get(key, "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise UsageError(f"{key}={environ[key]!r} is not a boolean; set it to true or false")
+
+
+def _env_ms(environ: Mapping[str, str], key: str, default: float) -> float:
+    text = environ.get(key, "").strip()
+    if not text:
+        return default
+    try:
+        return float(text)
+    except ValueError:
+        raise UsageError(f"{key}={text!r} is not a number of milliseconds; set e.g. {key}={default:.0f}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=f"python -m {PROG}", allow_abbrev=False,
+                     description="Reference product-service (the load-test suite's target).")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=_port, default=None,
+                        help=f"port (default $PRODUCT_SERVICE_PORT or {DEFAULT_PORT}; 0 picks a free one)")
+    parser.add_argument("--db", type=Path, default=None,
+                        help="SQLite file (default $XDG_CACHE_HOME/product-service/products.db, ~/.cache/..., "
+                             "or .data/products.db); a new file is seeded from the catalogue")
+    parser.add_argument("--catalog", type=Path, default=DEFAULT_CATALOG,
+                        help="JSON list of products used to seed the database (default: the shipped catalogue)")
+    parser.add_argument("--reset", action="store_true", help="reseed the database from the catalogue")
+    parser.add_argument("--latency-ms", type=lambda t: _checked(parse_latency, t), default=None, metavar="MIN:MAX",
+                        help="uniform random delay per request, e.g. 20:80 or 50 (default: from "
+                             "SIMULATE_DELAY_ENABLED/_MIN_MS/_MAX_MS, else none)")
+    parser.add_argument("--error-rate", type=lambda t: _checked(parse_error_rate, t), default=0.0, metavar="R",
+                        help="share of requests (all but /health) answered 500 UNKNOWN_ERROR, 0..1")
+    parser.add_argument("--unsafe-buy", action="store_true",
+                        help="reproduce the Go service's lost-update buy (read, pause, blind write)")
+    parser.add_argument("--access-log", action="store_true", help="log every request to stderr (slower)")
+    return parser
+
+
+def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
+    """Flags win over the environment; every problem raises UsageError with the fix."""
+    args = build_parser().parse_args(argv)
+    port = args.port
+    if port is None:
+        env_port = environ.get("PRODUCT_SERVICE_PORT", "").strip()
+        try:
+            port = _port(env_port) if env_port else DEFAULT_PORT
+        except argparse.ArgumentTypeError as exc:
+            raise UsageError(f"PRODUCT_SERVICE_PORT: {exc}") from None
+    latency = args.latency_ms
+    if args.latency_ms is None and _env_bool(environ, "SIMULATE_DELAY_ENABLED"):
+        low = _env_ms(environ, "SIMULATE_DELAY_MIN_MS", 10.0)
+        high = _env_ms(environ, "SIMULATE_DELAY_MAX_MS", 100.0)
+        try:
+            latency = parse_latency(f"{low}:{high}")
+        except ValueError:
+            raise UsageError(f"SIMULATE_DELAY_MIN_MS={low:g} / SIMULATE_DELAY_MAX_MS={high:g}: "
+                             "need 0 <= MIN <= MAX") from None
+    return Settings(host=args.host, port=port, db=args.db or default_db_path(environ), catalog=args.catalog,
+                    reset=args.reset, faults=Faults(latency, args.error_rate, args.unsafe_buy),
+                    access_log=args.access_log)
+
+
+def _bind_error(settings: Settings, exc: OSError) -> UsageError:
+    where = f"{settings.host}:{settings.port}"
+    if exc.errno == errno.EADDRINUSE:
+        return UsageError(f"port {settings.port} on {settings.host} is already in use; "
+                          "stop the other process or choose another --port")
+    if exc.errno == errno.EACCES:
+        return UsageError(f"no permission to listen on {where}; choose a port above 1023 with --port")
+    return UsageError(f"cannot listen on {where}: {exc.strerror or exc}; check --host and --port")
+
+
+async def serve(settings: Settings) -> int:
+    """Open the store, listen, print the banner, and run until SIGTERM or SIGINT."""
+    try:
+        store = Store.open(settings.db, load_catalog(settings.catalog), reset=settings.reset)
+    except (StoreError, CatalogError) as exc:
+        raise UsageError(str(exc)) from None
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    runner = web.ServerRunner(make_server(ProductService(store, settings.faults), access_log=settings.access_log),
+                              shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    try:
+        await runner.setup()
+        site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise _bind_error(settings, exc) from None
+        port = runner.addresses[0][1]
+        host = f"[{settings.host}]" if ":" in settings.host else settings.host
+        print(f"listening on http://{host}:{port}", flush=True)
+        await stopping.wait()
+    finally:
+        await runner.cleanup()  # stops listening, lets in-flight requests finish, then closes connections
+        store.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = parse_settings(sys.argv[1:] if argv is None else argv, os.environ)
+        if settings.access_log:
+            logging.basicConfig(level=logging.INFO, format="%(message)s")
+        else:
+            logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(levelname)s %(message)s")
+        return asyncio.run(serve(settings))
+    except UsageError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        return 130
