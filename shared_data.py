@@ -1,0 +1,144 @@
+"""The shared product cache of one load-generator process: what the users last saw of the catalogue.
+
+Keyed by product name (the contract has no id). Products are the dicts parsed from responses,
+stored without copying; the cache may update a stored product's "stock" in place, so callers
+treat returned products as read-only. Every method holds one threading.Lock for a few dict
+operations and never does I/O while holding it. Locust's gevent monkey-patching turns that lock
+into a gevent lock (create the cache after locust is imported, as product_cache() does); with
+real threads it is an ordinary mutex.
+"""
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Iterable
+
+Product = dict
+
+
+class ProductCache:
+    """A bounded name -> product map with O(1) random choice; the oldest entry is evicted first."""
+
+    def __init__(self, max_products: int, rng: random.Random | None = None) -> None:
+        if max_products < 1:
+            raise ValueError("max_products must be at least 1")
+        self.max_products = max_products
+        self._rng = rng or random.Random()
+        self._lock = threading.Lock()
+        self._products: dict[str, Product] = {}  # insertion order = age, for eviction
+        self._names: list[str] = []  # same membership as _products, for random choice
+
+    def __len__(self) -> int:
+        return len(self._products)
+
+    def refresh_all(self, products: Iterable[Product]) -> None:
+        """Replace the whole view with a full listing (GET /products); its order carries no meaning."""
+        fresh: dict[str, Product] = {}
+        for product in products:
+            fresh[product["name"]] = product
+        with self._lock:
+            if len(fresh) > self.max_products:
+                fresh = self._bounded(fresh)
+            membership_changed = fresh.keys() != self._products.keys()
+            self._products = fresh
+            if membership_changed:
+                self._names = list(fresh)
+
+    def _bounded(self, fresh: dict[str, Product]) -> dict[str, Product]:
+        """Keep names already cached first so membership stays stable when the catalogue is too big."""
+        kept = {name: fresh[name] for name in self._products if name in fresh}
+        for name, product in fresh.items():
+            if len(kept) >= self.max_products:
+                break
+            kept.setdefault(name, product)
+        return dict(list(kept.items())[: self.max_products])
+
+    def merge(self, products: Iterable[Product]) -> None:
+        """Add or replace some products (a category listing) without dropping others."""
+        with self._lock:
+            for product in products:
+                self._put(product)
+
+    def upsert(self, product: Product) -> None:
+        """Add or replace one product (a details response)."""
+        with self._lock:
+            self._put(product)
+
+    def _put(self, product: Product) -> None:
+        name = product["name"]
+        products = self._products
+        if name in products:
+            products[name] = product
+            return
+        if len(products) >= self.max_products:
+            oldest = next(iter(products))
+            del products[oldest]
+            self._names.remove(oldest)
+        products[name] = product
+        self._names.append(name)
+
+    def set_stock(self, name: str, stock: int) -> bool:
+        """Record a stock level the service reported (buy remainingStock, PATCH); False if not cached."""
+        with self._lock:
+            product = self._products.get(name)
+            if product is None:
+                return False
+            product["stock"] = stock
+            return True
+
+    def discard(self, name: str) -> None:
+        """Forget a product the service no longer knows (404)."""
+        with self._lock:
+            if self._products.pop(name, None) is not None:
+                self._names.remove(name)
+
+    def get(self, name: str) -> Product | None:
+        return self._products.get(name)
+
+    def random_product(self) -> Product | None:
+        """A uniformly random cached product, or None when the cache is empty."""
+        with self._lock:
+            names = self._names
+            if not names:
+                return None
+            return self._products[names[self._rng.randrange(len(names))]]
+
+    def random_in_stock(self, min_stock: int = 1, attempts: int = 8) -> Product | None:
+        """A random product with stock >= min_stock, or None if no cached product has that much."""
+        with self._lock:
+            names, products, rng = self._names, self._products, self._rng
+            if not names:
+                return None
+            for _ in range(attempts):  # usually most products are in stock: a few random probes suffice
+                product = products[names[rng.randrange(len(names))]]
+                if product.get("stock", 0) >= min_stock:
+                    return product
+            candidates = [p for p in products.values() if p.get("stock", 0) >= min_stock]
+            return rng.choice(candidates) if candidates else None
+
+    def names(self) -> list[str]:
+        """A copy of the cached names."""
+        with self._lock:
+            return list(self._names)
+
+
+_cache: ProductCache | None = None
+_cache_lock = threading.Lock()
+
+
+def product_cache() -> ProductCache:
+    """The process-wide cache, created on first use with the configured bound (cache.max_products)."""
+    global _cache
+    if _cache is None:
+        with _cache_lock:
+            if _cache is None:
+                from config_loader import get_config
+                _cache = ProductCache(get_config().cache.max_products)
+    return _cache
+
+
+def reset_product_cache() -> None:
+    """Drop the process-wide cache (tests; a new run in the same process)."""
+    global _cache
+    with _cache_lock:
+        _cache = None
