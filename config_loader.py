@@ -2,7 +2,8 @@
 
 Every key the suite reads is declared here once; `config.yaml` documents each with a comment.
 Environment overrides: CONFIG_PATH (which file), PRODUCT_SERVICE_URL (service.base_url),
-LOAD_SHAPE (load_shape.name), INFLUXDB_TOKEN (monitoring token, never stored in a file).
+LOAD_SHAPE (load_shape.name), SERVICE_CLIENT (service.client), THRESHOLDS ("p95_ms=500,Buy_Product.p99_ms=900"),
+INFLUXDB_TOKEN (monitoring token, never stored in a file).
 Run `python config_loader.py [PATH]` to check a file: exit 0 when valid, 2 with one line when not.
 """
 from __future__ import annotations
@@ -282,6 +283,8 @@ def apply_env_overrides(config: SuiteConfig, env, source: str = "environment") -
     data = config.model_dump()
     if env.get("PRODUCT_SERVICE_URL"):
         data["service"]["base_url"] = env["PRODUCT_SERVICE_URL"]
+    if env.get("SERVICE_CLIENT"):
+        data["service"]["client"] = env["SERVICE_CLIENT"]
     shape = env.get("LOAD_SHAPE")
     if shape is not None:
         if shape not in ("", "none", *SHAPE_NAMES):
@@ -316,6 +319,15 @@ def influxdb_token(env=None) -> str | None:
 def get_config() -> SuiteConfig:
     """The run's configuration, loaded once per process."""
     return load_config()
+
+
+def get_config_or_exit() -> SuiteConfig:
+    """The run's configuration, or a one-line error on stderr and exit code 2 (before any traffic)."""
+    try:
+        return get_config()
+    except ConfigError as error:
+        print(f"config error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def main(argv: list[str]) -> int:

@@ -1,0 +1,290 @@
+"""Load test of product-service: weighted shop tasks, every response validated against the contract.
+
+Run it through ./run_tests.sh (it starts the bundled reference service when no host is given), or as
+`locust -f locustfile.py --host URL`. Where things live: config.yaml (every knob), validators.py (what
+the contract promises), shared_data.py (the product cache), test_data.py (edge cases and invalid
+payloads), inventory_oracle.py (consistency), event_hooks.py (stats, verdict and reports; all event
+listeners are registered there, from the last line of this file), custom_load_shape.py (shapes).
+"""
+from __future__ import annotations
+
+import random
+import time
+from urllib.parse import quote
+
+from locust import FastHttpUser, HttpUser, between, constant, events, tag
+
+import event_hooks
+from config_loader import get_config_or_exit
+from custom_load_shape import shape_class_for
+from inventory_oracle import recorder
+from pacing import paced_wait_time
+from shared_data import product_cache
+from test_data import EDGE_CASES, INVALID_BUY_PAYLOADS, INVALID_STOCK_PAYLOADS
+from validators import (
+    expect_buy,
+    expect_edge_case,
+    expect_error,
+    expect_health,
+    expect_product,
+    expect_product_list,
+    expect_stock_updated,
+)
+
+CONFIG = get_config_or_exit()
+DATA = CONFIG.test_data
+CACHE = product_cache()
+LEDGER = recorder()
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+# Work done once, not per request: category URLs and request names, edge-case request names.
+CATEGORY_REQUESTS = tuple(
+    (category, f"/products/category?category={quote(category, safe='')}", f"Get_Products_By_Category_{category}",
+     category in DATA.empty_categories)
+    for category in DATA.categories
+)
+EDGE_CASE_NAMES = {case.label: f"Edge_Case_{case.label}" for case in EDGE_CASES}
+BEYOND_STOCK_QUANTITY = 1_000_000
+
+
+def _client_base():
+    """FastHttpUser (geventhttpclient) or HttpUser (requests), as config.yaml's service.client says."""
+    if CONFIG.service.client == "fast":
+        return FastHttpUser
+    return HttpUser
+
+
+class ShopUser(_client_base()):
+    """The shop's tasks; subclasses choose their mix and weights from config.yaml."""
+
+    abstract = True
+    host = CONFIG.service.base_url
+    wait_time = paced_wait_time(CONFIG.load_shape) or between(CONFIG.wait_time.min_seconds, CONFIG.wait_time.max_seconds)
+    network_timeout = CONFIG.service.request_timeout_seconds
+    connection_timeout = CONFIG.service.request_timeout_seconds
+    insecure = False
+
+    def on_start(self) -> None:
+        if not isinstance(self, FastHttpUser):
+            self.client.request = _with_timeout(self.client.request, CONFIG.service.request_timeout_seconds)
+
+    # Happy paths -------------------------------------------------------------------------------
+
+    @tag("browse")
+    def browse_all_products(self) -> None:
+        with self.client.get("/products", name="Get_All_Products", catch_response=True) as resp:
+            products = expect_product_list(resp)
+        if products is not None:
+            CACHE.refresh_all(products)
+
+    @tag("category")
+    def get_products_by_category(self) -> None:
+        category, path, name, expect_empty = random.choice(CATEGORY_REQUESTS)
+        with self.client.get(path, name=name, catch_response=True) as resp:
+            products = expect_product_list(resp, category=category, expect_empty=expect_empty)
+        if products:
+            CACHE.merge(products)
+
+    @tag("details")
+    def get_product_details(self) -> None:
+        product = CACHE.random_product()
+        if product is None:
+            return self.browse_all_products()
+        with self.client.post("/products/details", json={"name": product["name"]},
+                              name="Get_Product_Details", catch_response=True) as resp:
+            details = expect_product(resp, product["name"])
+        if details is not None:
+            CACHE.upsert(details)
+
+    @tag("purchase")
+    def buy_product(self) -> None:
+        product = CACHE.random_in_stock()
+        if product is None:
+            return self.browse_all_products()
+        name = product["name"]
+        quantity = random.randint(1, max(1, min(DATA.max_buy_quantity, product["stock"])))
+        started = time.time()
+        with self.client.post("/products/buy", json={"name": name, "quantity": quantity},
+                              name="Buy_Product", catch_response=True) as resp:
+            outcome = expect_buy(resp, name, quantity)
+        LEDGER.buy(started, time.time(), name, quantity, outcome.kind, outcome.remaining, outcome.available)
+        if outcome.remaining is not None:
+            CACHE.set_stock(name, outcome.remaining)
+        elif outcome.available is not None:
+            CACHE.set_stock(name, outcome.available)
+
+    @tag("admin")
+    def update_stock(self) -> None:
+        product = CACHE.random_product()
+        if product is None:
+            return self.browse_all_products()
+        name = product["name"]
+        stock = random.randint(DATA.stock_update_min, DATA.stock_update_max)
+        started = time.time()
+        with self.client.patch("/products/stock", json={"name": name, "stock": stock},
+                               name="Update_Product_Stock", catch_response=True) as resp:
+            updated = expect_stock_updated(resp)
+        LEDGER.stock_set(started, time.time(), name, stock, _stock_outcome(resp.status_code, updated))
+        if updated:
+            CACHE.set_stock(name, stock)
+
+    @tag("error")
+    def hit_invalid_path(self) -> None:
+        with self.client.get("/products/this-path-does-not-exist", name="Invalid_Path", catch_response=True) as resp:
+            expect_error(resp, 404, "RESOURCE_NOT_FOUND")
+
+    @tag("health")
+    def health_check(self) -> None:
+        with self.client.get("/health", name="Health_Check", catch_response=True) as resp:
+            expect_health(resp)
+
+    @tag("edge_case")
+    def edge_case(self) -> None:
+        case = random.choice(EDGE_CASES)
+        product = CACHE.random_product()
+        if case.needs_product and product is None:
+            return self.browse_all_products()
+        json_body, params = case.render(product["name"] if product else "")
+        path = case.path if not params else f"{case.path}?{'&'.join(f'{k}={quote(str(v), safe='')}' for k, v in params.items())}"
+        with self.client.request(case.method, path, json=json_body, data=case.body,
+                                 headers=JSON_HEADERS if case.body is not None else None,
+                                 name=EDGE_CASE_NAMES[case.label], catch_response=True) as resp:
+            expect_edge_case(resp, case)
+
+    # Expected negative paths -------------------------------------------------------------------
+
+    @tag("negative")
+    def details_unknown_product(self) -> None:
+        with self.client.post("/products/details", json={"name": DATA.non_existent_product_name},
+                              name="Details_Unknown_Product", catch_response=True) as resp:
+            expect_error(resp, 404, "RESOURCE_NOT_FOUND")
+
+    @tag("negative")
+    def buy_unknown_product(self) -> None:
+        with self.client.post("/products/buy", json={"name": DATA.non_existent_product_name, "quantity": 1},
+                              name="Buy_Unknown_Product", catch_response=True) as resp:
+            expect_error(resp, 404, "RESOURCE_NOT_FOUND")
+
+    @tag("negative")
+    def buy_beyond_stock(self) -> None:
+        product = CACHE.random_product()
+        if product is None:
+            return self.browse_all_products()
+        with self.client.post("/products/buy", json={"name": product["name"], "quantity": BEYOND_STOCK_QUANTITY},
+                              name="Buy_Beyond_Stock", catch_response=True) as resp:
+            expect_error(resp, 400, "INSUFFICIENT_STOCK")
+
+    @tag("negative")
+    def invalid_buy_payload(self) -> None:
+        self._send_invalid_payload("/products/buy", "POST", random.choice(INVALID_BUY_PAYLOADS), "Invalid_Buy_Payload_")
+
+    @tag("negative")
+    def invalid_stock_payload(self) -> None:
+        self._send_invalid_payload("/products/stock", "PATCH", random.choice(INVALID_STOCK_PAYLOADS), "Invalid_Stock_Payload_")
+
+    @tag("negative")
+    def missing_category(self) -> None:
+        with self.client.get("/products/category", name="Missing_Category", catch_response=True) as resp:
+            expect_error(resp, 400, "VALIDATION_ERROR")
+
+    def _send_invalid_payload(self, path: str, method: str, payload, prefix: str) -> None:
+        product = CACHE.random_product()
+        json_body, raw_body = payload.render(product["name"] if product else DATA.non_existent_product_name)
+        with self.client.request(method, path, json=json_body, data=raw_body,
+                                 headers=JSON_HEADERS if raw_body is not None else None,
+                                 name=prefix + payload.label, catch_response=True) as resp:
+            expect_error(resp, payload.expect_status, payload.expect_code)
+
+
+def _with_timeout(request, timeout: float):
+    """Give every request of a requests-based session the configured timeout (requests has no default)."""
+    def request_with_timeout(method, url, **kwargs):
+        kwargs.setdefault("timeout", timeout)
+        return request(method, url, **kwargs)
+    return request_with_timeout
+
+
+def _stock_outcome(status: int, updated: bool) -> str:
+    """How the oracle must read a stock update: applied, certainly not applied (4xx) or unknown."""
+    if updated:
+        return "ok"
+    return "rejected" if 400 <= status < 500 else "failed"
+
+
+def _mix(*task_names: str) -> dict:
+    """The weighted task dict of a user type, from scenario_weights and negative_weights."""
+    weights = {**CONFIG.scenario_weights.model_dump(), **CONFIG.negative_weights.model_dump()}
+    return {getattr(ShopUser, name): weights[name] for name in task_names if weights[name] > 0}
+
+
+HAPPY = ("browse_all_products", "get_products_by_category", "get_product_details", "buy_product",
+         "update_stock", "hit_invalid_path", "health_check", "edge_case")
+NEGATIVE = ("details_unknown_product", "buy_unknown_product", "buy_beyond_stock", "invalid_buy_payload",
+            "invalid_stock_payload", "missing_category")
+
+
+class ProductServiceUser(ShopUser):
+    """The full mix: every happy path, edge case and negative path."""
+
+    weight = CONFIG.user_types.ProductServiceUser
+    tasks = _mix(*HAPPY, *NEGATIVE)
+
+
+class BrowserUser(ShopUser):
+    """Reads only: lists, categories, details, health."""
+
+    weight = CONFIG.user_types.BrowserUser
+    tasks = _mix("browse_all_products", "get_products_by_category", "get_product_details", "health_check")
+
+
+class ShopperUser(ShopUser):
+    """Browses and buys, including the buys the shop must refuse."""
+
+    weight = CONFIG.user_types.ShopperUser
+    tasks = _mix("browse_all_products", "get_product_details", "buy_product", "buy_unknown_product",
+                 "buy_beyond_stock", "invalid_buy_payload")
+
+
+class AdminUser(ShopUser):
+    """Restocks products and watches health."""
+
+    weight = CONFIG.user_types.AdminUser
+    tasks = _mix("browse_all_products", "update_stock", "invalid_stock_payload", "health_check")
+
+
+class ContentionUser(_client_base()):
+    """Many users buying one product with no wait (tag contention; off unless selected).
+
+    The product's stock is set once per run before traffic (event_hooks); the oracle then decides
+    whether the service lost updates or oversold.
+    """
+
+    host = CONFIG.service.base_url
+    wait_time = constant(0)
+    network_timeout = CONFIG.service.request_timeout_seconds
+    connection_timeout = CONFIG.service.request_timeout_seconds
+
+    def on_start(self) -> None:
+        if not isinstance(self, FastHttpUser):
+            self.client.request = _with_timeout(self.client.request, CONFIG.service.request_timeout_seconds)
+
+    @tag("contention")
+    def buy_contended_product(self) -> None:
+        name = event_hooks.contended_product(self.host)
+        if name is None:
+            return
+        quantity = CONFIG.contention.quantity
+        started = time.time()
+        with self.client.post("/products/buy", json={"name": name, "quantity": quantity},
+                              name="Contention_Buy", catch_response=True) as resp:
+            outcome = expect_buy(resp, name, quantity)
+        LEDGER.buy(started, time.time(), name, quantity, outcome.kind, outcome.remaining, outcome.available)
+
+    tasks = [buy_contended_product]
+
+
+SelectedShape = shape_class_for(CONFIG.load_shape)  # Locust uses a LoadTestShape found in this module
+if SelectedShape is None:
+    del SelectedShape
+
+event_hooks.register(events, CONFIG)

@@ -1,0 +1,212 @@
+#!/usr/bin/env bash
+# Run the product-service load-test suite. The first run creates .venv and installs requirements.
+#
+#   ./run_tests.sh headless [USERS] [DURATION_S] [HOST] [options] [-- locust args]
+#   ./run_tests.sh ui [HOST] [options] [-- locust args]              web UI on 127.0.0.1:8089
+#   ./run_tests.sh distributed [WORKERS] [USERS] [DURATION_S] [HOST] [options] [-- locust args]
+#   ./run_tests.sh master [USERS] [DURATION_S] [HOST] [options] [-- locust args]   (waits for workers)
+#   ./run_tests.sh worker MASTER_HOST [options] [-- locust args]
+#   ./run_tests.sh test [pytest args]                                the project's tests
+#
+# Options: --shape staged|spike|step   --client fast|requests   --threshold KEY=VALUE (repeatable,
+#   e.g. p95_ms=500 or Buy_Product.p99_ms=900)   --config FILE   --spawn-rate R   --no-analysis
+# With no HOST the bundled reference service is started on a free port with a fresh database and
+# stopped afterwards. Every run writes results/<UTC timestamp>/ and points results/latest at it.
+# Exit codes: 0 passed, 1 a threshold or the consistency oracle failed, 2 bad configuration or
+# usage, 3 target unreachable.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$ROOT"
+
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
+die() { echo "run_tests.sh: $1" >&2; exit "${2:-2}"; }
+
+# --- the virtualenv -------------------------------------------------------------------------------
+ensure_python() {
+    local requirements="$1"
+    if [ "${USE_SYSTEM_PYTHON:-0}" = "1" ]; then PY="${PYTHON:-python3}"; return; fi
+    local venv="$ROOT/.venv" stamp="$ROOT/.venv/.installed-$(basename "$requirements")"
+    local want; want="$(cat requirements.txt "$requirements" | sha256sum | cut -d' ' -f1)"
+    if [ ! -x "$venv/bin/python" ]; then
+        echo "run_tests.sh: creating .venv (first run)" >&2
+        "${PYTHON:-python3}" -m venv "$venv" || die "cannot create .venv: install python3-venv (Debian: apt-get install python3-venv)"
+    fi
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+        echo "run_tests.sh: installing $requirements into .venv" >&2
+        "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$requirements" \
+            || die "pip install -r $requirements failed: check the network to the package index and retry"
+        echo "$want" > "$stamp"
+    fi
+    PY="$venv/bin/python"
+}
+
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+check_health() {  # URL -> 0 when GET /health answers 200 within the timeout
+    "$PY" - "$1" "${2:-3}" <<'PYEOF'
+import sys, urllib.request
+try:
+    with urllib.request.urlopen(sys.argv[1].rstrip("/") + "/health", timeout=float(sys.argv[2])) as r:
+        sys.exit(0 if r.status == 200 else 1)
+except Exception:
+    sys.exit(1)
+PYEOF
+}
+
+# --- arguments ------------------------------------------------------------------------------------
+MODE="${1:-}"
+[ -n "$MODE" ] || { usage; exit 2; }
+shift
+case "$MODE" in -h|--help|help) usage; exit 0 ;; esac
+
+POSITIONAL=() LOCUST_EXTRA=() THRESHOLD_LIST=() SHAPE="" CLIENT="" SPAWN_RATE="" ANALYSIS=1
+if [ "$MODE" = "test" ]; then
+    ensure_python requirements-dev.txt
+    exec "$PY" -m pytest "$@"
+fi
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --) shift; LOCUST_EXTRA=("$@"); break ;;
+        --shape) [ $# -ge 2 ] || die "--shape needs a value: staged, spike or step"; SHAPE="$2"; shift 2 ;;
+        --client) [ $# -ge 2 ] || die "--client needs a value: fast or requests"; CLIENT="$2"; shift 2 ;;
+        --threshold) [ $# -ge 2 ] || die "--threshold needs KEY=VALUE, e.g. p95_ms=500"; THRESHOLD_LIST+=("$2"); shift 2 ;;
+        --config) [ $# -ge 2 ] || die "--config needs a file"; export CONFIG_PATH="$2"; shift 2 ;;
+        --spawn-rate) [ $# -ge 2 ] || die "--spawn-rate needs a number"; SPAWN_RATE="$2"; shift 2 ;;
+        --no-analysis) ANALYSIS=0; shift ;;
+        -h|--help) usage; exit 0 ;;
+        -*) die "unknown option $1: see ./run_tests.sh --help" ;;
+        *) POSITIONAL+=("$1"); shift ;;
+    esac
+done
+is_int() { [[ "$1" =~ ^[0-9]+$ ]]; }
+positive_int() { is_int "$2" && [ "$2" -gt 0 ] || die "$1 must be a positive whole number, got '$2'"; }
+
+case "$SHAPE" in ""|staged|spike|step|none) ;; *) die "unknown shape '$SHAPE': use staged, spike or step" ;; esac
+case "$CLIENT" in ""|fast|requests) ;; *) die "unknown client '$CLIENT': use fast or requests" ;; esac
+[ -n "$SHAPE" ] && export LOAD_SHAPE="$SHAPE"
+if [ ${#THRESHOLD_LIST[@]} -gt 0 ]; then
+    THRESHOLDS="$(IFS=,; echo "${THRESHOLD_LIST[*]}")"; export THRESHOLDS
+fi
+[ -n "$CLIENT" ] && export SERVICE_CLIENT="$CLIENT"
+
+USERS=10 DURATION=60 HOST="" WORKERS=2 MASTER_HOST=""
+case "$MODE" in
+    headless|master)
+        USERS="${POSITIONAL[0]:-10}"; DURATION="${POSITIONAL[1]:-60}"; HOST="${POSITIONAL[2]:-}"
+        positive_int USERS "$USERS"; positive_int DURATION_S "$DURATION" ;;
+    distributed)
+        WORKERS="${POSITIONAL[0]:-2}"; USERS="${POSITIONAL[1]:-10}"; DURATION="${POSITIONAL[2]:-60}"; HOST="${POSITIONAL[3]:-}"
+        positive_int WORKERS "$WORKERS"; positive_int USERS "$USERS"; positive_int DURATION_S "$DURATION" ;;
+    ui) HOST="${POSITIONAL[0]:-}" ;;
+    worker) MASTER_HOST="${POSITIONAL[0]:-}"; [ -n "$MASTER_HOST" ] || die "worker needs MASTER_HOST: ./run_tests.sh worker 10.0.0.5" ;;
+    *) die "unknown mode '$MODE': use headless, ui, distributed, master, worker or test" ;;
+esac
+if [ -n "$HOST" ] && [[ ! "$HOST" =~ ^https?:// ]]; then die "HOST must be a URL like http://127.0.0.1:8082, got '$HOST'"; fi
+
+ensure_python requirements.txt
+"$PY" config_loader.py >/dev/null || exit 2
+
+# --- processes we own, stopped whatever happens ----------------------------------------------------
+SERVICE_PID="" LOCUST_PID="" WORKER_PIDS=() STOPPING=0
+STOP_TIMEOUT="${STOP_TIMEOUT:-10}"
+cleanup() {
+    local pid
+    for pid in "${WORKER_PIDS[@]}" $LOCUST_PID $SERVICE_PID; do
+        kill -0 "$pid" 2>/dev/null || continue
+        kill -TERM "$pid" 2>/dev/null
+    done
+    for pid in "${WORKER_PIDS[@]}" $LOCUST_PID $SERVICE_PID; do
+        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null
+    done
+    wait 2>/dev/null
+}
+on_signal() {  # Ctrl-C or SIGTERM: let Locust stop its users and write its reports, then clean up
+    STOPPING=1
+    [ -n "$LOCUST_PID" ] && kill -INT "$LOCUST_PID" 2>/dev/null
+}
+trap on_signal INT TERM
+trap cleanup EXIT
+
+# --- the target ------------------------------------------------------------------------------------
+RUN_ID="$(date -u +%Y%m%dT%H%M%SZ)"
+RESULTS="$ROOT/results/$RUN_ID"
+if [ "$MODE" != "worker" ]; then
+    n=1; while [ -e "$RESULTS" ]; do RESULTS="$ROOT/results/${RUN_ID}-$n"; n=$((n + 1)); done
+    mkdir -p "$RESULTS" || die "cannot create $RESULTS: check permissions"
+    ln -sfn "$(basename "$RESULTS")" "$ROOT/results/latest"
+fi
+
+if [ "$MODE" = "worker" ]; then
+    :
+elif [ -z "$HOST" ]; then
+    PORT="$(free_port)"
+    "$PY" -m product_service --host 127.0.0.1 --port "$PORT" --db "$RESULTS/service.db" --reset \
+        > "$RESULTS/service.log" 2>&1 &
+    SERVICE_PID=$!
+    HOST="http://127.0.0.1:$PORT"
+    for _ in $(seq 1 100); do
+        check_health "$HOST" 1 && break
+        kill -0 "$SERVICE_PID" 2>/dev/null || break
+        sleep 0.2
+    done
+    check_health "$HOST" 2 || die "the bundled product-service did not start: see $RESULTS/service.log" 3
+    echo "run_tests.sh: started the reference product-service at $HOST" >&2
+else
+    check_health "$HOST" 5 || die "target $HOST is unreachable (GET /health failed): start the service or pass the right HOST" 3
+fi
+
+# --- Locust ----------------------------------------------------------------------------------------
+REPORTS=(--csv "$RESULTS/stats" --csv-full-history --html "$RESULTS/report.html" --results-dir "$RESULTS")
+RATE="${SPAWN_RATE:-$(( USERS > 10 ? USERS / 5 : 2 ))}"
+LOAD=(-u "$USERS" -r "$RATE" -t "${DURATION}s")
+[ -n "${LOAD_SHAPE:-}" ] && [ "${LOAD_SHAPE}" != "none" ] && LOAD=()   # the shape drives users and stops the run
+LOCUST=("$PY" -m locust -f locustfile.py --stop-timeout "$STOP_TIMEOUT")
+
+run_locust() {  # run Locust in the background so signals reach us, then wait for it
+    "$@" &
+    LOCUST_PID=$!
+    local code
+    while :; do
+        wait "$LOCUST_PID"; code=$?
+        kill -0 "$LOCUST_PID" 2>/dev/null || break
+    done
+    LOCUST_PID=""
+    return "$code"
+}
+
+CODE=0
+case "$MODE" in
+    headless)
+        run_locust "${LOCUST[@]}" --headless --host "$HOST" "${LOAD[@]}" "${REPORTS[@]}" "${LOCUST_EXTRA[@]}"; CODE=$? ;;
+    ui)
+        echo "run_tests.sh: web UI on http://${WEB_HOST:-127.0.0.1}:${WEB_PORT:-8089} (target $HOST)" >&2
+        run_locust "${LOCUST[@]}" --host "$HOST" --web-host "${WEB_HOST:-127.0.0.1}" --web-port "${WEB_PORT:-8089}" \
+            --class-picker "${REPORTS[@]}" "${LOCUST_EXTRA[@]}"; CODE=$? ;;
+    distributed|master)
+        MASTER_PORT="${MASTER_PORT:-$(free_port)}"
+        EXPECT=(); [ "$MODE" = "distributed" ] && EXPECT=(--expect-workers "$WORKERS")
+        [ "$MODE" = "master" ] && EXPECT=(--expect-workers "${EXPECT_WORKERS:-1}")
+        if [ "$MODE" = "distributed" ]; then
+            for i in $(seq 1 "$WORKERS"); do
+                "${LOCUST[@]}" --worker --master-host 127.0.0.1 --master-port "$MASTER_PORT" "${LOCUST_EXTRA[@]}" \
+                    > "$RESULTS/worker-$i.log" 2>&1 &
+                WORKER_PIDS+=($!)
+            done
+        fi
+        BIND=(--master-bind-host "${MASTER_BIND_HOST:-127.0.0.1}" --master-bind-port "$MASTER_PORT")
+        echo "run_tests.sh: master on ${MASTER_BIND_HOST:-127.0.0.1}:$MASTER_PORT" >&2
+        run_locust "${LOCUST[@]}" --master --headless "${EXPECT[@]}" "${BIND[@]}" --host "$HOST" "${LOAD[@]}" \
+            "${REPORTS[@]}" "${LOCUST_EXTRA[@]}"; CODE=$? ;;
+    worker)
+        run_locust "${LOCUST[@]}" --worker --master-host "$MASTER_HOST" --master-port "${MASTER_PORT:-5557}" \
+            "${LOCUST_EXTRA[@]}"; CODE=$? ;;
+esac
+
+if [ "$MODE" != "worker" ] && [ -f "$RESULTS/summary.json" ] && [ "$ANALYSIS" = "1" ] && [ "$MODE" != "ui" ]; then
+    "$PY" analyze_results.py "$RESULTS" > "$RESULTS/analysis.log" 2>&1 \
+        || echo "run_tests.sh: the analysis failed (the run's own verdict stands): see $RESULTS/analysis.log" >&2
+fi
+[ "$MODE" != "worker" ] && echo "run_tests.sh: results in $RESULTS (exit code $CODE)" >&2
+exit "$CODE"

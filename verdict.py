@@ -1,0 +1,175 @@
+"""The run's verdict: SLO thresholds against Locust's stats plus the oracle, as summary.json and junit.xml.
+
+Exit codes: 0 every threshold and the oracle passed, 1 something failed. (2 bad configuration and 3
+target unreachable are decided before any traffic, by config_loader and run_tests.sh.)
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable
+from xml.sax.saxutils import escape, quoteattr
+
+METRICS = ("error_rate", "p95_ms", "p99_ms", "avg_ms", "min_rps")
+
+
+@dataclass(frozen=True)
+class ThresholdResult:
+    metric: str
+    scope: str
+    limit: float
+    observed: float | None
+    passed: bool
+
+    def describe(self) -> str:
+        observed = "no requests" if self.observed is None else _fmt(self.metric, self.observed)
+        relation = ">=" if self.metric == "min_rps" else "<="
+        mark = "pass" if self.passed else "FAIL"
+        return f"{mark}: {self.metric} {self.scope}: observed {observed}, limit {relation} {_fmt(self.metric, self.limit)}"
+
+
+def _fmt(metric: str, value: float) -> str:
+    if metric == "error_rate":
+        return f"{value * 100:.2f}%"
+    if metric == "min_rps":
+        return f"{value:.1f} rps"
+    return f"{value:.0f} ms"
+
+
+def _number(value: float | None, digits: int = 2) -> float | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return round(float(value), digits)
+
+
+def entry_metrics(entry) -> dict[str, Any]:
+    """The numbers summary.json and the thresholds use, from one Locust StatsEntry."""
+    requests = entry.num_requests
+    called = requests > 0
+    return {
+        "requests": requests,
+        "failures": entry.num_failures,
+        "error_rate": _number(entry.num_failures / requests if called else 0.0, 5),
+        "rps": _number(entry.total_rps),
+        "avg_ms": _number(entry.avg_response_time) if called else None,
+        "min_ms": _number(entry.min_response_time) if called else None,
+        "max_ms": _number(entry.max_response_time) if called else None,
+        "p50_ms": _number(entry.get_response_time_percentile(0.5)) if called else None,
+        "p95_ms": _number(entry.get_response_time_percentile(0.95)) if called else None,
+        "p99_ms": _number(entry.get_response_time_percentile(0.99)) if called else None,
+    }
+
+
+def endpoint_rows(stats) -> list[dict[str, Any]]:
+    rows = [{"name": entry.name, "method": entry.method, **entry_metrics(entry)}
+            for entry in stats.entries.values()]
+    return sorted(rows, key=lambda row: (row["name"], row["method"] or ""))
+
+
+def _observed(metrics: dict[str, Any], metric: str) -> float | None:
+    if metrics["requests"] == 0:
+        return None
+    return {"error_rate": metrics["error_rate"], "p95_ms": metrics["p95_ms"], "p99_ms": metrics["p99_ms"],
+            "avg_ms": metrics["avg_ms"], "min_rps": metrics["rps"]}[metric]
+
+
+def _judge(metric: str, scope: str, limit: float, observed: float | None) -> ThresholdResult:
+    if observed is None:
+        return ThresholdResult(metric, scope, limit, None, False)
+    passed = observed >= limit if metric == "min_rps" else observed <= limit
+    return ThresholdResult(metric, scope, limit, observed, passed)
+
+
+def evaluate_thresholds(totals: dict[str, Any], endpoints: Iterable[dict[str, Any]], thresholds) -> list[ThresholdResult]:
+    """Every configured limit against what was observed; a limit with nothing to measure fails."""
+    results = []
+    for metric in METRICS:
+        limit = getattr(thresholds, metric)
+        if limit is not None:
+            results.append(_judge(metric, "total", limit, _observed(totals, metric)))
+    by_name = {row["name"]: row for row in endpoints}
+    for name, limits in sorted(thresholds.per_request.items()):
+        metrics = by_name.get(name, {"requests": 0})
+        for metric in METRICS:
+            limit = getattr(limits, metric)
+            if limit is not None:
+                results.append(_judge(metric, name, limit, _observed(metrics, metric)))
+    return results
+
+
+def decide(thresholds: list[ThresholdResult], consistency: dict[str, Any], require_consistency: bool) -> dict[str, Any]:
+    """Pass only when every threshold passed and the oracle did not find a violation (when required)."""
+    reasons = [result.describe() for result in thresholds if not result.passed]
+    if require_consistency and consistency.get("enabled") and consistency.get("passed") is False:
+        count = len(consistency.get("violations", []))
+        kinds = sorted({violation["kind"] for violation in consistency.get("violations", [])})
+        reasons.append(f"FAIL: consistency: {count} violation(s): {', '.join(kinds)}")
+    passed = not reasons
+    return {"passed": passed, "exit_code": 0 if passed else 1, "reasons": reasons}
+
+
+def verdict_table(summary: dict[str, Any]) -> str:
+    """A short human table of thresholds, the oracle and the verdict for the end of a run."""
+    lines = ["", "=== Verdict " + "=" * 60, f"{'threshold':<34}{'limit':>14}{'observed':>16}  result"]
+    for row in summary["thresholds"]:
+        limit = _fmt(row["metric"], row["limit"])
+        observed = "no requests" if row["observed"] is None else _fmt(row["metric"], row["observed"])
+        lines.append(f"{row['metric'] + ' ' + row['scope']:<34}{limit:>14}{observed:>16}  {'pass' if row['passed'] else 'FAIL'}")
+    consistency = summary["consistency"]
+    if consistency.get("enabled"):
+        state = {True: "pass", False: "FAIL", None: "inconclusive"}[consistency.get("passed")]
+        lines.append(f"{'consistency (inventory oracle)':<34}{'':>14}{consistency.get('products_checked', 0):>10} prod.  {state}")
+        for violation in consistency.get("violations", [])[:10]:
+            lines.append(f"  {violation['kind']}: {violation['product']}: {violation['message']}")
+    verdict = summary["verdict"]
+    lines.append(f"verdict: {'PASS' if verdict['passed'] else 'FAIL'} (exit code {verdict['exit_code']})")
+    return "\n".join(lines)
+
+
+def write_summary(folder: Path, summary: dict[str, Any]) -> Path:
+    path = Path(folder) / "summary.json"
+    _atomic_write(path, json.dumps(summary, indent=2, sort_keys=False, default=str))
+    return path
+
+
+def write_junit(folder: Path, summary: dict[str, Any]) -> Path:
+    """One test case per threshold and one for consistency, so CI systems show them natively."""
+    cases = []
+    for row in summary["thresholds"]:
+        name = f"{row['metric']} {row['scope']}"
+        body = "" if row["passed"] else f"<failure message={quoteattr(ThresholdResult(**row).describe())}/>"
+        cases.append(f'  <testcase classname="thresholds" name={quoteattr(name)}>{body}</testcase>')
+    consistency = summary["consistency"]
+    if consistency.get("enabled"):
+        state = consistency.get("passed")
+        if state is False:
+            text = "\n".join(f"{v['kind']}: {v['product']}: {v['message']}" for v in consistency.get("violations", []))
+            body = f'<failure message="inventory consistency violated">{escape(text)}</failure>'
+        elif state is None:
+            body = f"<skipped message={quoteattr('inconclusive: ' + str(consistency.get('note', 'no product could be decided')))}/>"
+        else:
+            body = ""
+        cases.append(f'  <testcase classname="consistency" name="inventory oracle">{body}</testcase>')
+    failures = sum("<failure" in case for case in cases)
+    skipped = sum("<skipped" in case for case in cases)
+    xml = (f'<?xml version="1.0" encoding="UTF-8"?>\n'
+           f'<testsuite name={quoteattr("load test " + summary["run_id"])} tests="{len(cases)}" '
+           f'failures="{failures}" skipped="{skipped}" errors="0" time="{summary.get("duration_s") or 0}">\n'
+           + "\n".join(cases) + "\n</testsuite>\n")
+    path = Path(folder) / "junit.xml"
+    _atomic_write(path, xml)
+    return path
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def threshold_dicts(results: list[ThresholdResult]) -> list[dict[str, Any]]:
+    return [asdict(result) for result in results]
