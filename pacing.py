@@ -1,0 +1,208 @@
+"""Open-model pacing: hold a target total request rate by pacing every user at target / users.
+
+The target is the active stage's `target_rps` (staged shape) or `load_shape.target_rps` overall. Each
+user paces its task runs like Locust's `constant_throughput` (task run time counts toward the interval),
+so this is a closed model underneath: a user whose request takes longer than its interval falls behind
+and the achieved rate drops below the target. `OpenModel.report()` / `achieved_vs_target()` say by how much.
+
+Coordinated-omission hook: before each sleep the wait_time sets `user._intended_start` (time.time()
+seconds, the clock of Locust's request `start_time`) to when the next task run should start by the fixed
+schedule (previous intended start + interval), even when the user is late. Nothing corrects latency yet.
+"""
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+import gevent
+from locust.runners import MasterRunner, WorkerRunner
+
+from config_loader import LoadShapeConfig
+from custom_load_shape import ProfileShape
+
+if TYPE_CHECKING:
+    from locust import User
+    from locust.env import Environment
+
+RATE_MESSAGE = "open_model_rate"  # master -> workers: {"per_user_rps": float | None}
+SAMPLE_SECONDS = 1.0
+
+_attached: "weakref.WeakKeyDictionary[Environment, OpenModel]" = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True)
+class RateReport:
+    """Target versus achieved request rate over the seconds in which a target was active."""
+
+    target_rps: float
+    achieved_rps: float
+    seconds: float
+    requests: int
+    tolerance: float
+
+    @property
+    def ratio(self) -> float:
+        return self.achieved_rps / self.target_rps
+
+    @property
+    def met(self) -> bool:
+        return self.ratio >= self.tolerance
+
+    def message(self) -> str:
+        text = f"target {self.target_rps:.0f} rps, achieved {self.achieved_rps:.0f} rps"
+        if not self.met:
+            return text + " (service too slow for the open model)"
+        if self.ratio > 1 / self.tolerance:
+            return text + " (above target: some task runs send more than one request)"
+        return text
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "ratio": round(self.ratio, 4), "met": self.met, "message": self.message()}
+
+
+class OpenModel:
+    """Per-process open-model state: where the target comes from, the pacing, and the achieved rate."""
+
+    def __init__(self, target_rps: float | None = None, *, tolerance: float = 0.9,
+                 clock: Callable[[], float] = time.perf_counter, wall_clock: Callable[[], float] = time.time):
+        self.overall_target_rps = target_rps
+        self.tolerance = tolerance
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._remote_per_user_rps: float | None = None  # on a worker: the master's latest figure
+        self._sampler: gevent.Greenlet | None = None
+        self._reset()
+
+    @classmethod
+    def from_config(cls, config: LoadShapeConfig) -> OpenModel | None:
+        """An OpenModel when load_shape.target_rps or any staged stage's target_rps is set, else None."""
+        if config.target_rps is None and not any(stage.target_rps for stage in config.staged.stages):
+            return None
+        return cls(config.target_rps)
+
+    def _reset(self) -> None:
+        self._seconds = 0.0
+        self._target_integral = 0.0
+        self._requests = 0
+        self._last_sample: float | None = None
+        self._last_requests = 0
+        self._last_target: float | None = None
+
+    def target_rps(self, environment: Environment) -> float | None:
+        """The total rate to hold now: the running stage's target_rps, else the overall one."""
+        shape = environment.shape_class
+        if isinstance(shape, ProfileShape):
+            stage = shape.current_stage()
+            if stage is None or stage.users == 0:
+                return None
+            if stage.target_rps is not None:
+                return stage.target_rps
+        return self.overall_target_rps
+
+    def per_user_rps(self, environment: Environment) -> float | None:
+        """target / running users; on a worker, the figure the master sent last (None: no target now)."""
+        runner = environment.runner
+        if runner is None:
+            return None
+        if isinstance(runner, WorkerRunner):
+            return self._remote_per_user_rps
+        target = self.target_rps(environment)
+        users = runner.user_count
+        return target / users if target is not None and users > 0 else None
+
+    def wait_time(self, fallback: Callable[[User], float]) -> Callable[[User], float]:
+        """A User.wait_time that paces to the open-model rate, or uses `fallback` while no target applies."""
+        def wait_time_func(user: User) -> float:
+            return self.pace(user, self.per_user_rps(user.environment), fallback)
+        return wait_time_func
+
+    def pace(self, user: User, per_user_rps: float | None, fallback: Callable[[User], float]) -> float:
+        """Seconds to sleep so this user's task runs start every 1/per_user_rps seconds (constant_pacing rule)."""
+        now, wall = self._clock(), self._wall_clock()
+        last_run = getattr(user, "_om_last_run", None)
+        if last_run is None:  # first call: the task ran since the user started (Locust stamps _cp_last_run)
+            last_run = getattr(user, "_cp_last_run", now)
+        run_time = now - last_run - getattr(user, "_om_last_wait", 0.0)
+        if per_user_rps is None or per_user_rps <= 0:
+            wait = fallback(user)
+            user._intended_start = wall + wait
+            user._om_on_schedule = False
+        else:
+            interval = 1.0 / per_user_rps
+            wait = max(0.0, interval - run_time)
+            on_schedule = getattr(user, "_om_on_schedule", False)
+            user._intended_start = user._intended_start + interval if on_schedule else wall + wait
+            user._om_on_schedule = True
+        user._om_last_run = now
+        user._om_last_wait = wait
+        return wait
+
+    def attach(self, environment: Environment) -> None:
+        """Wire into a runner (call from the init event): sampling on master/local, rate messages on workers."""
+        if environment.runner is None:
+            raise RuntimeError("OpenModel.attach needs environment.runner: call it from the init event")
+        _attached[environment] = self
+        if isinstance(environment.runner, WorkerRunner):
+            environment.runner.register_message(RATE_MESSAGE, self._on_rate_message)
+            return
+        environment.events.test_start.add_listener(self._on_test_start)
+        environment.events.test_stop.add_listener(self._on_test_stop)
+
+    def _on_rate_message(self, environment: Environment, msg, **_kwargs) -> None:
+        self._remote_per_user_rps = (msg.data or {}).get("per_user_rps")
+
+    def _on_test_start(self, environment: Environment, **_kwargs) -> None:
+        self._reset()
+        if self._sampler is None or self._sampler.dead:
+            self._sampler = gevent.spawn(self._sample_forever, environment)
+
+    def _on_test_stop(self, environment: Environment, **_kwargs) -> None:
+        if self._sampler is not None:
+            self._sampler.kill(block=False)
+            self._sampler = None
+        self.sample(environment)
+
+    def _sample_forever(self, environment: Environment) -> None:
+        while True:
+            self.sample(environment)
+            gevent.sleep(SAMPLE_SECONDS)
+
+    def sample(self, environment: Environment) -> None:
+        """Account the interval since the last sample, then tell workers the per-user rate for the next one."""
+        now = self._clock()
+        requests = environment.stats.total.num_requests
+        if self._last_sample is not None and self._last_target is not None:
+            elapsed = now - self._last_sample
+            self._seconds += elapsed
+            self._target_integral += self._last_target * elapsed
+            self._requests += max(0, requests - self._last_requests)
+        runner = environment.runner
+        users = runner.user_count if runner is not None else 0
+        target = self.target_rps(environment) if users > 0 else None
+        if isinstance(runner, MasterRunner):
+            runner.send_message(RATE_MESSAGE, {"per_user_rps": target / users if target is not None else None})
+        self._last_sample, self._last_requests, self._last_target = now, requests, target
+
+    def report(self, environment: Environment | None = None) -> RateReport | None:
+        """Target versus achieved rate so far; None if no target was active for a whole sample interval.
+
+        Requests reported after the last sample (workers report every few seconds) are added when the
+        run ended with a target active, so late worker reports are not lost.
+        """
+        if self._seconds <= 0:
+            return None
+        requests = self._requests
+        if environment is not None and self._last_target is not None:
+            requests += max(0, environment.stats.total.num_requests - self._last_requests)
+        return RateReport(target_rps=self._target_integral / self._seconds, achieved_rps=requests / self._seconds,
+                          seconds=round(self._seconds, 3), requests=requests, tolerance=self.tolerance)
+
+
+def achieved_vs_target(environment: Environment) -> dict | None:
+    """The attached OpenModel's report as a dict for summary.json, or None without an open model."""
+    model = _attached.get(environment)
+    report = model.report(environment) if model is not None else None
+    return report.as_dict() if report is not None else None
