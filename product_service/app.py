@@ -18,6 +18,7 @@ from . import payloads
 from .catalog import Product
 from .faults import Faults, unsafe_pause
 from .responses import (CORS_ORIGIN, DATABASE_ERROR_BODY, EMPTY_LIST_BODY, HEALTH_BODY, INTERNAL_ERROR_BODY,
+                        INVALID_BODY,
                         MISSING_CATEGORY, RESOURCE_NOT_FOUND, STOCK_UPDATED_BODY, VALIDATION_ERROR, ApiError,
                         insufficient_stock, json_response, product_not_found, success_body)
 from .store import InsufficientStock, ProductNotFound, Store
@@ -196,10 +197,16 @@ def _preflight(request: BaseRequest, methods: dict[str, Handler]) -> web.Respons
 
 
 async def _read_body(request: BaseRequest) -> bytes:
-    """The whole body, refusing more than MAX_BODY bytes whether announced by Content-Length or streamed."""
+    """The whole JSON body, refusing more than MAX_BODY bytes whether announced by Content-Length or streamed.
+
+    Like Fiber's BodyParser, only a media type ending in "json" is parsed as JSON; anything else
+    (or none) is the contract's "Invalid request body format".
+    """
     length = request.content_length
     if length is not None and length > MAX_BODY:
         raise _too_large()
+    if not request.headers.get("Content-Type", "").partition(";")[0].strip().lower().endswith("json"):
+        raise INVALID_BODY
     try:
         return await request.read()
     except web.HTTPRequestEntityTooLarge:

@@ -9,8 +9,8 @@ MAX_LATENCY_MS = 60_000.0
 UNSAFE_PAUSE_MS = (1.0, 5.0)  # the gap between read and write in which concurrent buys interleave
 
 
-def parse_latency(text: str) -> tuple[float, float] | None:
-    """'20:80' -> (20, 80); '50' -> (50, 50); '0' -> None. ValueError names the problem."""
+def parse_latency(text: str) -> tuple[float, float]:
+    """'20:80' -> (20, 80); '50' -> (50, 50); '0' -> (0, 0), meaning none. ValueError names the problem."""
     parts = text.split(":")
     if len(parts) > 2:
         raise ValueError(f"--latency-ms {text!r}: expected MIN:MAX or MS, e.g. 20:80")
@@ -20,7 +20,7 @@ def parse_latency(text: str) -> tuple[float, float] | None:
         raise ValueError(f"--latency-ms {text!r}: MIN and MAX must be numbers of milliseconds, e.g. 20:80") from None
     if not (0 <= low <= high <= MAX_LATENCY_MS):
         raise ValueError(f"--latency-ms {text!r}: need 0 <= MIN <= MAX <= {MAX_LATENCY_MS:.0f}")
-    return None if high == 0 else (low, high)
+    return low, high
 
 
 def parse_error_rate(text: str) -> float:
@@ -40,6 +40,10 @@ class Faults:
     latency_ms: tuple[float, float] | None = None
     error_rate: float = 0.0
     unsafe_buy: bool = False
+
+    def __post_init__(self) -> None:
+        if self.latency_ms is not None and self.latency_ms[1] <= 0.0:
+            object.__setattr__(self, "latency_ms", None)  # 0 or 0:0 means no added latency
 
     @property
     def per_request(self) -> bool:
