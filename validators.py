@@ -34,7 +34,8 @@ _INSUFFICIENT = re.compile(r"Available: (-?\d+), Requested: (-?\d+)\s*\Z")
 _CODE = re.compile(r"[A-Z][A-Z0-9_]{0,39}\Z")
 _MEDIA = re.compile(r"[a-z0-9.+-]{1,40}/[a-z0-9.+-]{1,40}\Z")
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,24}\Z")
-_TIMEOUTS = (TimeoutError, gevent.Timeout, requests.exceptions.Timeout, urllib3.exceptions.TimeoutError)
+_EXPLICIT_TIMEOUTS = (gevent.Timeout, requests.exceptions.Timeout)
+_TIMEOUTS = (TimeoutError, urllib3.exceptions.TimeoutError, *_EXPLICIT_TIMEOUTS)
 
 
 def _reject_constant(_: str) -> float:
@@ -103,21 +104,33 @@ def _request_name(resp: Any) -> str:
     return (meta.get("name") if meta else None) or "(unnamed)"
 
 
-def _is_timeout(error: BaseException | None) -> bool:
-    for _ in range(4):  # requests and urllib3 wrap the socket error a few levels deep
-        if error is None:
-            return False
-        if isinstance(error, _TIMEOUTS):
-            return True
+def _causes(error: BaseException) -> list[BaseException]:
+    """The error and what it wraps, outermost first (requests, urllib3, geventhttpclient all wrap)."""
+    chain = [error]
+    for _ in range(6):
         inner = error.args[0] if error.args and isinstance(error.args[0], BaseException) else None
+        for attribute in ("original", "reason"):  # geventhttpclient RetriesExceeded, urllib3 MaxRetryError
+            wrapped = getattr(error, attribute, None)
+            if inner is None and isinstance(wrapped, BaseException):
+                inner = wrapped
         error = inner or error.__cause__ or error.__context__
-    return False
+        if error is None or error in chain:
+            break
+        chain.append(error)
+    return chain
 
 
 def _transport_failure(error: BaseException | None) -> CheckFailed:
-    if _is_timeout(error):
+    if error is None:
+        return CheckFailed("connection", "no response")
+    chain = _causes(error)
+    root = chain[-1]
+    # urllib3's NewConnectionError subclasses its ConnectTimeoutError, so a refused connection
+    # would look like a timeout: trust the explicit timeout types, and the root cause otherwise.
+    if (any(isinstance(e, _EXPLICIT_TIMEOUTS) for e in chain)
+            or (isinstance(root, _TIMEOUTS) and not isinstance(root, urllib3.exceptions.NewConnectionError))):
         return CheckFailed("timeout", "no response within the request timeout")
-    return CheckFailed("connection", type(error).__name__ if error is not None else "no response")
+    return CheckFailed("connection", type(root).__name__)
 
 
 # ---- the individual checks: each raises CheckFailed or returns what it validated ----
