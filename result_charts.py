@@ -1,0 +1,266 @@
+"""The PNG charts of analyze_results.py; each function returns a matplotlib Figure (no pyplot, no display)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: CI and servers have no display
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MultipleLocator  # noqa: E402
+
+WIDTH_IN, HEIGHT_IN, DPI = 10.0, 5.0, 100
+ROW_IN = 0.42  # height per bar row, so long request lists stay legible
+PERCENTILES = (("p50_ms", "p50", "#2ca02c"), ("p95_ms", "p95", "#ff7f0e"), ("p99_ms", "p99", "#d62728"))
+MAX_FAILURE_ROWS = 20
+NOT_CALLED_COLOUR = "#888888"
+
+
+def _figure(height: float = HEIGHT_IN, width: float = WIDTH_IN) -> Figure:
+    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+
+
+def save(fig: Figure, path: Path) -> None:
+    fig.savefig(path, dpi=DPI, facecolor="white")
+
+
+def _bin_note(bin_s: int) -> str:
+    return "" if bin_s <= 1 else f", {_seconds(bin_s)} bins"
+
+
+def _seconds(seconds: int) -> str:
+    return f"{seconds // 3600} h" if seconds % 3600 == 0 else f"{seconds // 60} min" if seconds % 60 == 0 \
+        else f"{seconds} s"
+
+
+TICK_STEPS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+
+
+def _elapsed(index: pd.DatetimeIndex, start: pd.Timestamp) -> np.ndarray:
+    return ((index - start) / pd.Timedelta(seconds=1)).to_numpy(dtype=float)
+
+
+def _clock(seconds: float, with_hours: bool) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if with_hours else f"{minutes}:{secs:02d}"
+
+
+def _elapsed_axis(ax, start: pd.Timestamp, span_s: float) -> None:
+    """Elapsed run time on x (m:ss or h:mm:ss): easier to read at a glance than wall-clock ticks."""
+    step = next((s for s in TICK_STEPS_S if span_s / s <= 10), TICK_STEPS_S[-1])
+    with_hours = span_s >= 3600
+    ax.xaxis.set_major_locator(MultipleLocator(step))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: _clock(x, with_hours)))
+    ax.set_xlim(0, max(span_s, 1.0))
+    unit = "h:mm:ss" if with_hours else "m:ss"
+    ax.set_xlabel(f"Elapsed time ({unit}) since {start:%Y-%m-%d %H:%M:%S} UTC")
+    ax.grid(True, alpha=0.3)
+
+
+def _no_data(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=13, color="#555555")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def response_times_figure(timeline: pd.DataFrame, bin_s: int = 1) -> Figure:
+    """p50/p95/p99 over time (Locust's 10 s sliding window) with the user count on a second axis."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    users_ax = ax.twinx()
+    ax.set_title(f"Response time percentiles over time (10 s sliding window{_bin_note(bin_s)})")
+    points = timeline.dropna(subset=["p50_ms", "p95_ms", "p99_ms"], how="all")
+    if points.empty:
+        _no_data(ax, "No response-time history (run shorter than a few seconds)")
+        users_ax.set_yticks([])
+        return fig
+    start = timeline.index[0]
+    x = _elapsed(timeline.index, start)
+    users_ax.fill_between(x, timeline["users"].to_numpy(dtype=float), step="post",
+                          color="#1f77b4", alpha=0.12, label="Users")
+    users_ax.set_ylabel("Users")
+    users_ax.set_ylim(0, max(1.0, float(timeline["users"].max())) * 1.15)
+    # The percentile lines are the point of the chart: draw them over the users band.
+    ax.set_zorder(users_ax.get_zorder() + 1)
+    ax.patch.set_visible(False)
+    for column, label, colour in PERCENTILES:
+        ax.plot(x, timeline[column], label=label, color=colour, linewidth=1.6,
+                marker="o" if len(points) < 30 else None, markersize=3)
+    ax.set_ylabel("Response time (ms)")
+    ax.set_ylim(bottom=0, top=float(np.nanmax(points[["p50_ms", "p95_ms", "p99_ms"]].to_numpy())) * 1.15 or 1)
+    _elapsed_axis(ax, start, x[-1])
+    handles = ax.get_legend_handles_labels()[0] + users_ax.get_legend_handles_labels()[0]
+    fig.legend(handles=handles, loc="outside upper right", ncols=len(handles), frameon=False)
+    return fig
+
+
+def throughput_figure(timeline: pd.DataFrame, bin_s: int = 1) -> Figure:
+    """Requests/s and failures/s over time, exact per bin (from Locust's cumulative counters)."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    ax.set_title(f"Throughput over time{_bin_note(bin_s)}")
+    points = timeline.dropna(subset=["rps"])
+    if points.empty:
+        _no_data(ax, "No throughput history (run shorter than a few seconds)")
+        return fig
+    start = timeline.index[0]
+    x = _elapsed(points.index, start)
+    marker = "o" if len(points) < 30 else None
+    ax.plot(x, points["rps"], color="#1f77b4", linewidth=1.6, marker=marker, markersize=3,
+            label="Requests/s")
+    ax.plot(x, points["fps"], color="#d62728", linewidth=1.6, marker=marker, markersize=3,
+            label="Failures/s")
+    ax.fill_between(x, points["fps"].to_numpy(dtype=float), color="#d62728", alpha=0.15)
+    ax.set_ylabel("Requests per second")
+    ax.set_ylim(bottom=0, top=max(1.0, float(points["rps"].max())) * 1.15)
+    _elapsed_axis(ax, start, _elapsed(timeline.index[-1:], start)[0])
+    fig.legend(loc="outside upper right", ncols=2, frameon=False)
+    return fig
+
+
+def endpoint_percentiles_figure(endpoints: pd.DataFrame) -> Figure:
+    """Horizontal p50/p95/p99 bars per request name, slowest p95 at the top; uncalled names marked."""
+    rows = endpoints.assign(_order=endpoints["p95_ms"].fillna(-1)).sort_values(["_order", "name"],
+                                                                              ascending=[True, False])
+    counts = rows["name"].value_counts()
+    labels = [f"{m} {n}" if counts[n] > 1 and m else n for m, n in zip(rows["method"], rows["name"])]
+    called = (rows["requests"] > 0).to_numpy()
+    labels = [label if ok else f"{label} (not called)" for label, ok in zip(labels, called)]
+    fig = _figure(height=max(HEIGHT_IN, 1.6 + ROW_IN * len(rows)))
+    ax = fig.add_subplot()
+    ax.set_title("Response time percentiles per request (whole run)")
+    if rows.empty:
+        _no_data(ax, "No requests")
+        return fig
+    y = np.arange(len(rows))
+    height = 0.26
+    for offset, (column, label, colour) in zip((-height, 0.0, height), PERCENTILES):
+        values = rows[column].fillna(0).to_numpy(dtype=float)
+        ax.barh(y - offset, values, height=height, color=colour, label=label)
+    top = float(np.nanmax(rows["p99_ms"].to_numpy(dtype=float))) if called.any() else 1.0
+    for yi, value, ok in zip(y, rows["p99_ms"].to_numpy(dtype=float), called):
+        if ok:
+            ax.text(value + top * 0.01, yi - height, f"{value:.0f}", va="center", fontsize=8, color="#444444")
+    ax.set_yticks(y, labels)
+    for tick, ok in zip(ax.get_yticklabels(), called):
+        if not ok:
+            tick.set_color(NOT_CALLED_COLOUR)
+            tick.set_fontstyle("italic")
+    ax.set_xlim(0, (top or 1.0) * 1.12)
+    ax.set_ylim(-0.6, len(rows) - 0.4)
+    ax.set_xlabel("Response time (ms)")
+    ax.grid(True, axis="x", alpha=0.3)
+    handles, names = ax.get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside upper right", ncols=3, frameon=False)
+    return fig
+
+
+def short_reason(error: str, limit: int = 70) -> str:
+    """A failure reason without Locust's exception wrapper: CatchResponseError('x') -> x."""
+    text = str(error).strip()
+    for wrapper in ("CatchResponseError(", "HTTPError("):
+        if text.startswith(wrapper) and text.endswith(")"):
+            text = text[len(wrapper):-1].strip()
+            if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+                text = text[1:-1]
+    if text.startswith("LocustBadStatusCode(code=") and text.endswith(")"):
+        text = f"HTTP {text[len('LocustBadStatusCode(code='):-1]} (unexpected status)"
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _failure_rows(failures: pd.DataFrame) -> pd.DataFrame:
+    rows = failures.assign(reason=[short_reason(e, 70) for e in failures["error"]])
+    rows = rows.groupby(["method", "name", "reason"], as_index=False, sort=False)["occurrences"].sum()
+    rows = rows.sort_values("occurrences", ascending=False, ignore_index=True)
+    if len(rows) > MAX_FAILURE_ROWS:
+        rest = rows.iloc[MAX_FAILURE_ROWS - 1:]
+        other = pd.DataFrame([{"method": "", "name": f"{len(rest)} other kinds", "reason": "(see stats_failures.csv)",
+                               "occurrences": int(rest["occurrences"].sum())}])
+        rows = pd.concat([rows.iloc[: MAX_FAILURE_ROWS - 1], other], ignore_index=True)
+    return rows
+
+
+def failures_figure(failures: pd.DataFrame | None) -> Figure:
+    """One bar per (request name, failure reason), most frequent at the top; a clear panel when there are none."""
+    failures = failures if failures is not None else pd.DataFrame(columns=["method", "name", "error", "occurrences"])
+    rows = _failure_rows(failures) if not failures.empty else failures
+    fig = _figure(height=max(HEIGHT_IN, 1.6 + 0.55 * len(rows)))
+    ax = fig.add_subplot()
+    if rows.empty:
+        ax.set_title("Failures by request and reason")
+        _no_data(ax, "No failures in this run")
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        return fig
+    total = int(rows["occurrences"].sum())
+    ax.set_title(f"Failures by request and reason ({total} in total)")
+    y = np.arange(len(rows))[::-1]
+    values = rows["occurrences"].to_numpy(dtype=float)
+    ax.barh(y, values, height=0.6, color="#d62728")
+    labels = [f"{n}\n{r}" for n, r in zip(rows["name"], rows["reason"])]
+    ax.set_yticks(y, labels, fontsize=8)
+    for yi, value in zip(y, values):
+        ax.text(value + values.max() * 0.01, yi, f"{value:.0f}", va="center", fontsize=8, color="#444444")
+    ax.set_xlim(0, values.max() * 1.12)
+    ax.set_xlabel("Failures (count)")
+    ax.grid(True, axis="x", alpha=0.3)
+    return fig
+
+
+def compare_figure(comparison, metric_defs) -> Figure:
+    """Left: p95 baseline vs current per request; right: a verdict grid of every metric's change (metric_defs:
+    (key, column, label, unit) tuples)."""
+
+    labels = list(comparison.labels)
+    n = len(labels)
+    fig = _figure(height=max(HEIGHT_IN, 1.8 + ROW_IN * n), width=13)
+    bars_ax, grid_ax = fig.subplots(1, 2, width_ratios=(3, 2), sharey=True)
+    y = np.arange(n)[::-1]
+    base = np.array([_value(comparison, label, "p95", "baseline") for label in labels])
+    cur = np.array([_value(comparison, label, "p95", "current") for label in labels])
+    height = 0.38
+    bars_ax.barh(y + height / 2, np.nan_to_num(base), height=height, color="#9ecae1", label="Baseline")
+    colours = ["#d62728" if (v := comparison.verdicts.get((label, "p95"))) and v.regressed else "#3182bd"
+               for label in labels]
+    bars_ax.barh(y - height / 2, np.nan_to_num(cur), height=height, color=colours, label="Current")
+    bars_ax.set_yticks(y, labels)
+    bars_ax.set_xlabel("p95 response time (ms)")
+    bars_ax.set_title("p95 per request: baseline vs current")
+    bars_ax.grid(True, axis="x", alpha=0.3)
+    bars_ax.legend(loc="lower right", fontsize=8)
+
+    metrics = [(key, label) for key, _, label, _ in metric_defs]
+    codes = np.zeros((n, len(metrics)))  # 0 n/a, 1 within tolerance, 2 improved, 3 regressed
+    for row, label in enumerate(labels):
+        for col, (key, _) in enumerate(metrics):
+            v = comparison.verdicts.get((label, key))
+            codes[row, col] = 0 if v is None else 3 if v.regressed else 2 if v.improved else 1
+            text = "-" if v is None else "new" if v.change_pct is None else f"{v.change_pct:+.0f}%"
+            grid_ax.text(col, y[row], text, ha="center", va="center", fontsize=8,
+                         color="white" if codes[row, col] in (2, 3) else "#222222")
+    cmap = ListedColormap(["#f0f0f0", "#d9d9d9", "#31a354", "#d62728"])
+    grid_ax.imshow(codes[::-1], cmap=cmap, vmin=0, vmax=3, aspect="auto", origin="lower",
+                   extent=(-0.5, len(metrics) - 0.5, -0.5, n - 0.5))
+    grid_ax.set_xticks(range(len(metrics)), [label for _, label in metrics])
+    grid_ax.xaxis.set_ticks_position("top")
+    grid_ax.tick_params(axis="y", left=False)
+    regressions = len(comparison.regressions)
+    grid_ax.set_title(f"Change vs baseline: {regressions} regression(s)" if regressions
+                      else "Change vs baseline: no regression", color="#d62728" if regressions else "#31a354")
+    grid_ax.legend(handles=[Patch(color="#d62728", label="regressed"), Patch(color="#31a354", label="improved"),
+                            Patch(color="#d9d9d9", label="within tolerance")],
+                   loc="upper center", bbox_to_anchor=(0.5, -0.02), ncols=3, fontsize=8, frameon=False)
+    return fig
+
+
+def _value(comparison, label: str, metric: str, side: str) -> float:
+    v = comparison.verdicts.get((label, metric))
+    return float("nan") if v is None else getattr(v, side)
