@@ -13,9 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from aiohttp import web
-
-from .app import ProductService, make_server
 from .catalog import DEFAULT_CATALOG, CatalogError, load_catalog
 from .faults import Faults, parse_error_rate, parse_latency
 from .store import StoreError, Store
@@ -155,6 +152,10 @@ def _bind_error(settings: Settings, exc: OSError) -> UsageError:
 
 async def serve(settings: Settings) -> int:
     """Open the store, listen, print the banner, and run until SIGTERM or SIGINT."""
+    from aiohttp import web  # imported here so that a bad flag is reported without waiting for aiohttp
+
+    from .app import ProductService, make_server
+
     try:
         store = Store.open(settings.db, load_catalog(settings.catalog), reset=settings.reset)
     except (StoreError, CatalogError) as exc:
