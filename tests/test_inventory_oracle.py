@@ -1,0 +1,399 @@
+"""The inventory oracle on hand-built histories, its bounded ledger, and its Locust wiring on a real service."""
+from __future__ import annotations
+
+import locust  # noqa: F401 - gevent monkey-patching first, exactly as in a real run
+import json
+import random
+import time
+import tracemalloc
+
+import gevent
+import msgpack
+import pytest
+from locust import FastHttpUser, constant, task
+from locust.env import Environment
+
+import inventory_oracle as oracle
+from config_loader import OracleConfig
+from inventory_oracle import BuyRecord, InventoryRecorder, StockSetRecord, check
+from tests.conftest import free_port
+
+P = "Cookbook: Global Cuisine"
+
+
+def buy(start, end, quantity, outcome="ok", remaining=None, available=None, product=P, source="w1"):
+    return BuyRecord(start, end, product, quantity, outcome, remaining, available, source)
+
+
+def stock(start, end, value, outcome="ok", product=P, source="w1"):
+    return StockSetRecord(start, end, product, value, outcome, source)
+
+
+def kinds(result):
+    return sorted({v.kind for v in result.violations})
+
+
+def reasons(result):
+    return dict(result.inconclusive)
+
+
+# Clean histories ----------------------------------------------------------------------------------
+
+def test_serial_history_of_a_correct_store_passes():
+    buys = [buy(1, 2, 5, remaining=95), buy(3, 4, 3, remaining=92), buy(9, 10, 2, remaining=48),
+            buy(11, 12, 60, "insufficient", available=48), buy(13, 14, 1, "not_found")]
+    result = check({P: 100}, {P: 48}, buys, [stock(5, 6, 50), stock(7, 8, 0, "rejected")])
+    assert result.passed is True
+    assert result.products_checked == 1 and not result.inconclusive and not result.violations
+    assert result.to_dict()["passed"] is True
+
+
+def test_products_without_records_are_checked_against_the_snapshots():
+    result = check({"a": 10, "b": 7}, {"a": 10, "b": 7}, [], [])
+    assert result.passed is True and result.products_checked == 2
+
+
+def test_same_remaining_across_a_restock_is_not_a_lost_update():
+    buys = [buy(1, 2, 1, remaining=49), buy(5, 6, 1, remaining=49)]
+    result = check({P: 50}, {P: 49}, buys, [stock(3, 4, 50)])
+    assert result.passed is True
+
+
+# Violations ---------------------------------------------------------------------------------------
+
+def test_more_units_sold_than_the_stock_lost_is_a_conservation_violation():
+    buys = [buy(1, 2, 10, remaining=190), buy(3, 4, 10, remaining=182), buy(5, 6, 5, remaining=175)]
+    result = check({P: 200}, {P: 180}, buys, [])
+    assert result.passed is False and kinds(result) == ["conservation"]
+    message = result.violations[0].message
+    assert "200 -> 180" in message and "25 units were sold" in message
+    assert "5 units sold that the stock does not account for" in message
+    assert len(result.violations[0].to_dict()["evidence"]) == 3
+
+
+def test_stock_that_vanished_without_a_buy_is_a_conservation_violation():
+    result = check({P: 100}, {P: 90}, [buy(1, 2, 4, remaining=96)], [])
+    assert kinds(result) == ["conservation"]
+    assert "6 units disappeared without a successful buy" in result.violations[0].message
+
+
+def test_conservation_counts_from_the_last_clean_stock_update():
+    buys = [buy(1, 2, 5, remaining=95), buy(5, 6, 2, remaining=18), buy(7, 8, 2, remaining=16)]
+    good = check({P: 100}, {P: 16}, buys, [stock(3, 4, 20)])
+    bad = check({P: 100}, {P: 18}, buys, [stock(3, 4, 20)])
+    assert good.passed is True
+    assert bad.passed is False and "stock went 20 -> 18" in bad.violations[0].message
+    assert bad.violations[0].to_dict()["evidence"][0]["request"] == "Update_Product_Stock"
+
+
+def test_two_overlapping_buys_reporting_the_same_remaining_are_a_lost_update():
+    buys = [buy(1.0, 1.2, 1, remaining=99), buy(1.1, 1.3, 1, remaining=99)]
+    result = check({P: 100}, {P: 99}, buys, [])
+    assert result.passed is False
+    assert kinds(result) == ["conservation", "lost_update"]
+    lost = next(v for v in result.violations if v.kind == "lost_update")
+    assert "remainingStock 99" in lost.message
+    assert [e["remaining"] for e in lost.to_dict()["evidence"]] == [99, 99]
+
+
+def test_lost_update_is_found_even_when_a_later_restock_hides_it_from_conservation():
+    buys = [buy(1.0, 1.2, 1, remaining=99), buy(1.1, 1.3, 1, remaining=99)]
+    result = check({P: 100}, {P: 30}, buys, [stock(2, 3, 30)])
+    assert kinds(result) == ["lost_update"]
+
+
+def test_a_stock_update_that_may_come_between_two_buys_makes_the_pair_undecidable():
+    buys = [buy(1.0, 1.2, 1, remaining=49), buy(1.1, 1.5, 1, remaining=49)]
+    result = check({P: 100}, {P: 49}, buys, [stock(1.3, 1.4, 50)])
+    assert "lost_update" not in kinds(result)
+
+
+def test_buying_more_than_an_earlier_insufficient_answer_allowed_is_an_oversell():
+    buys = [buy(1, 2, 5, "insufficient", available=2), buy(3, 4, 3, remaining=-1)]
+    result = check(None, None, buys, [])
+    assert "oversell" in kinds(result) and "negative_stock" in kinds(result)
+    oversell = next(v for v in result.violations if v.kind == "oversell")
+    assert "only 2 were available" in oversell.message and "1 units oversold" in oversell.message
+
+
+def test_oversell_without_negative_stock_is_still_found():
+    buys = [buy(1, 2, 5, "insufficient", available=2), buy(3, 4, 3, remaining=0)]
+    result = check({P: 2}, {P: 0}, buys, [])
+    assert "oversell" in kinds(result)
+
+
+def test_a_restock_between_insufficient_and_a_larger_buy_is_no_oversell():
+    buys = [buy(1, 2, 5, "insufficient", available=2), buy(5, 6, 3, remaining=7)]
+    assert check({P: 2}, {P: 7}, buys, [stock(3, 4, 10)]).passed is True
+    overlapping = check({P: 2}, None, buys, [stock(1.5, 5.5, 10)])
+    assert "oversell" not in kinds(overlapping)
+
+
+def test_negative_remaining_and_negative_final_stock_are_violations():
+    result = check({P: 1}, {P: -2}, [buy(1, 2, 3, remaining=-2)], [])
+    assert [v.kind for v in result.violations].count("negative_stock") == 2
+    assert any("final stock is -2" in v.message for v in result.violations)
+
+
+# Inconclusive -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("buys, sets, reason", [
+    ([buy(1, 2, 1, remaining=9), buy(3, 4, 1, "failed")], [], "unknown outcome (failed)"),
+    ([buy(1, 2, 1, remaining=9)], [stock(3, 4, 20, "failed")], "last stock update has an unknown outcome"),
+    ([buy(1, 2, 1, remaining=9)], [stock(3, 5, 20), stock(4, 6, 30)], "last stock updates overlap each other"),
+    ([buy(1, 2, 1, remaining=9), buy(3.5, 4.5, 1, remaining=19)], [stock(3, 4, 20)], "a buy overlaps the last stock update"),
+    ([buy(1, 2, 1, remaining=9), buy(2.9, 3.1, 1, "failed")], [stock(3, 4, 20)], "a buy overlaps the last stock update"),
+])
+def test_undecidable_histories_are_inconclusive_not_passed(buys, sets, reason):
+    result = check({P: 10}, {P: 8}, buys, sets)
+    assert result.passed is None and not result.violations
+    assert reason in reasons(result)[P]
+
+
+def test_a_failed_buy_before_a_clean_restock_does_not_matter():
+    buys = [buy(1, 2, 1, "failed"), buy(5, 6, 2, remaining=18)]
+    assert check({P: 10}, {P: 18}, buys, [stock(3, 4, 20)]).passed is True
+
+
+def test_missing_start_snapshot_is_inconclusive_unless_a_clean_update_gives_the_base():
+    failed = check(None, {P: 9}, [buy(1, 2, 1, remaining=9)], [], start_error="connection refused")
+    assert failed.passed is None
+    assert reasons(failed)[P] == "start snapshot failed: connection refused"
+    assert "start snapshot failed: connection refused" in failed.notes
+    rebased = check(None, {P: 19}, [buy(1, 2, 1, remaining=9), buy(5, 6, 1, remaining=19)], [stock(3, 4, 20)])
+    assert rebased.passed is True
+
+
+def test_missing_final_stock_and_unknown_products_are_inconclusive():
+    result = check({P: 10}, None, [buy(1, 2, 1, remaining=9)], [], final_error="timed out")
+    assert reasons(result)[P] == "final snapshot failed: timed out" and result.passed is None
+    other = check({P: 10}, {P: 10, "New": 3}, [], [])
+    assert reasons(other)["New"] == "not in the start stock snapshot"
+    assert other.passed is True  # P was decided
+
+
+def test_buys_of_a_product_that_does_not_exist_are_ignored():
+    result = check({P: 10}, {P: 10}, [buy(1, 2, 1, "not_found", product="Ghost")], [])
+    assert result.products_checked == 1 and result.passed is True
+
+
+def test_dropped_records_make_their_product_inconclusive():
+    result = check({P: 10, "b": 5}, {P: 10, "b": 5}, [], [], dropped_products={"b"}, dropped_records=3)
+    assert reasons(result) == {"b": "records dropped (more than oracle.max_records)"}
+    assert result.passed is True and result.to_dict()["dropped_records"] == 3
+
+
+def test_a_worker_that_did_not_report_leaves_only_negative_stock_decidable():
+    buys = [buy(1.0, 1.2, 1, remaining=99), buy(1.1, 1.3, 1, remaining=99)]
+    result = check({P: 100}, {P: 99}, buys, [], missing_sources=["worker w2"])
+    assert result.passed is None and not result.violations
+    assert "worker w2 did not report: results inconclusive" in result.notes
+    negative = check({P: 100}, {P: 99}, [buy(1, 2, 1, remaining=-1)], [], missing_sources=["worker w2"])
+    assert kinds(negative) == ["negative_stock"] and negative.passed is False
+
+
+def test_nothing_to_check_is_inconclusive():
+    result = check({}, {}, [], [])
+    assert result.passed is None and result.products_checked == 0
+
+
+# Clock skew ---------------------------------------------------------------------------------------
+
+def test_skewed_clocks_of_two_workers_give_inconclusive_not_a_false_violation():
+    # True order: the buy (99 left) lands before the restock to 50, so 50 is correct. Worker w1's clock
+    # runs 40 ms ahead, so its buy appears to start after w2's restock ended.
+    buy_w1 = buy(1.040, 1.060, 1, remaining=99, source="w1")
+    restock_w2 = stock(1.000, 1.030, 50, source="w2")
+    naive = check({P: 100}, {P: 50}, [buy_w1], [restock_w2], clock_skew_s=0.0)
+    assert naive.passed is False  # what a skew-blind oracle would wrongly claim
+    result = check({P: 100}, {P: 50}, [buy_w1], [restock_w2], clock_skew_s=0.05)
+    assert result.passed is None and not result.violations
+    assert reasons(result)[P] == "a buy overlaps the last stock update"
+
+
+def test_skewed_restock_near_two_equal_remainings_is_no_lost_update():
+    buys = [buy(1.000, 1.010, 1, remaining=49, source="w1"), buy(1.100, 1.110, 1, remaining=49, source="w1")]
+    restock = stock(1.120, 1.130, 50, source="w2")  # really between the two buys, its clock is behind
+    assert "lost_update" in kinds(check(None, None, buys, [restock], clock_skew_s=0.0))
+    assert "lost_update" not in kinds(check(None, None, buys, [restock], clock_skew_s=0.05))
+
+
+def test_records_of_one_process_are_compared_without_skew():
+    buys = [buy(1.000, 1.010, 1, remaining=99), buy(1.020, 1.030, 1, remaining=98)]
+    assert check({P: 100}, {P: 98}, buys, [stock(0.990, 0.999, 100)], clock_skew_s=1.0).passed is True
+
+
+# Result shape -------------------------------------------------------------------------------------
+
+def test_result_dict_matches_the_summary_consistency_object():
+    result = check({P: 100, "b": 1}, {P: 99, "b": 1}, [buy(1, 2, 1, remaining=99), buy(1.5, 2.5, 1, remaining=99)], [])
+    data = json.loads(json.dumps(result.to_dict()))
+    assert set(data) >= {"enabled", "passed", "products_checked", "inconclusive", "violations", "dropped_records"}
+    assert data["enabled"] is True and data["passed"] is False and data["products_checked"] == 2
+    assert data["inconclusive"] == 0 and data["violations_total"] == len(data["violations"]) == 2
+    evidence = data["violations"][0]["evidence"][0]
+    assert evidence["start"].startswith("1970-01-01T00:00:01") and evidence["source"] == "w1"
+    assert "FAILED" in result.summary_line() and "lost_update x1" in result.summary_line()
+
+
+def test_many_violations_are_capped_but_counted():
+    products = {f"p{i}": 10 for i in range(30)}
+    buys = [buy(1, 2, 1, remaining=9, product=p) for p in products]
+    buys += [buy(1.5, 2.5, 1, remaining=9, product=p) for p in products]
+    result = check(products, {p: 9 for p in products}, buys, [])
+    assert result.violations_total == 60 and len(result.violations) == oracle.MAX_VIOLATIONS_LISTED
+    assert "10 more violations not listed" in result.notes
+
+
+def test_parse_available_reads_the_insufficient_stock_message():
+    assert oracle.parse_available("Insufficient stock for product 'X'. Available: 7, Requested: 9") == 7
+    assert oracle.parse_available("something else") is None
+
+
+# The ledger ---------------------------------------------------------------------------------------
+
+def test_ledger_bound_drops_records_and_remembers_their_products():
+    ledger = InventoryRecorder(max_records=3, source="w1")
+    ledger.buy(1, 2, "a", 1, "ok", 9)
+    ledger.stock_set(3, 4, "a", 50, "ok")
+    ledger.buy(5, 6, "b", 1, "ok", 4)
+    ledger.buy(7, 8, "c", 1, "ok", 3)
+    ledger.stock_set(9, 10, "d", 5, "ok")
+    assert len(ledger) == 3 and ledger.dropped_records == 2 and ledger.dropped_products == {"c", "d"}
+    buys, sets = ledger.records()
+    assert buys[0] == BuyRecord(1, 2, "a", 1, "ok", 9, None, "w1") and sets[0].source == "w1"
+
+
+def test_drain_and_absorb_round_trip_through_json_and_msgpack_in_chunks():
+    worker = InventoryRecorder(max_records=100, source="w1")
+    for i in range(25):
+        worker.buy(i, i + 0.5, "a", 1, "ok", 100 - i)
+    worker.stock_set(30, 31, "a", 60, "ok")
+    worker.buy(40, 41, "z", 1, "ok", 1)
+    worker.dropped_products.add("q")
+    worker.dropped_records = 4
+    expected_buys, expected_sets = worker.records()
+    chunks = oracle.split_payload(worker.drain(), chunk_records=10)
+    assert len(chunks) == 3 and len(worker) == 0
+    master = InventoryRecorder(max_records=100, source="master")
+    for number, chunk in enumerate(chunks):
+        wire = msgpack.unpackb(msgpack.packb(chunk)) if number % 2 else json.loads(json.dumps(chunk))
+        master.absorb(wire, source="w1")
+    buys, sets = master.records()
+    assert buys == expected_buys and sets == expected_sets
+    assert master.dropped_products == {"q"} and master.dropped_records == 4
+
+
+def test_empty_drain_still_gives_one_chunk():
+    chunks = oracle.split_payload(InventoryRecorder(source="w2").drain())
+    assert len(chunks) == 1 and chunks[0]["buys"] == [] and chunks[0]["source"] == "w2"
+
+
+def test_record_memory_is_bounded_per_record():
+    products = [f"product {i}" for i in range(20)]
+    ledger = InventoryRecorder(max_records=20_000)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for i in range(20_000):
+        now = time.time()
+        ledger.buy(now, now + 0.01, products[i % 20], 1 + i % 3, "ok", 1000 + i, None)
+    per_record = (tracemalloc.get_traced_memory()[0] - before) / 20_000
+    tracemalloc.stop()
+    assert 80 < per_record < 250, per_record  # ~170 bytes: 7-tuple + two floats (+ an int above 256)
+
+
+def test_pending_buy_records_failed_when_the_block_is_left_without_an_answer():
+    ledger = InventoryRecorder(source="w1")
+    with ledger.buying("a", 2) as pending:
+        pending.done("ok", 8)
+    with pytest.raises(gevent.GreenletExit):
+        with ledger.buying("a", 1):
+            raise gevent.GreenletExit()  # what a user killed mid-request sees
+    buys, _ = ledger.records()
+    assert [(b.outcome, b.remaining) for b in buys] == [("ok", 8), ("failed", None)]
+
+
+def test_fetch_stock_reports_an_unreachable_service_in_one_line():
+    stock_map, reason = oracle.fetch_stock(f"http://127.0.0.1:{free_port()}", timeout_s=1, attempts=1)
+    assert stock_map is None and reason.startswith("GET /products: ") and "\n" not in reason
+    assert oracle.fetch_stock(None) == (None, "no host known (give --host)")
+
+
+# Locust wiring against the real reference service ---------------------------------------------------
+
+class _Buyer(FastHttpUser):
+    """Buys random products with no wait, recording through the process ledger like the locustfile."""
+
+    wait_time = constant(0)
+    products: list[str] = []
+
+    @task
+    def buy(self) -> None:
+        name = random.choice(self.products)
+        with oracle.recorder().buying(name, 1) as pending:
+            with self.client.post("/products/buy", json={"name": name, "quantity": 1},
+                                  name="Buy_Product", catch_response=True) as resp:
+                if resp.status_code == 200:
+                    pending.done("ok", resp.json()["data"]["remainingStock"])
+                elif resp.status_code == 400:
+                    pending.done("insufficient", None, oracle.parse_available(resp.json()["error"]["message"]))
+                resp.success()
+
+
+def _run_local(url: str, products: list[str], users: int, seconds: float, end) -> Environment:
+    _Buyer.products = products
+    env = Environment(user_classes=[_Buyer], host=url)
+    runner = env.create_local_runner()
+    oracle.install(env, OracleConfig(max_records=100_000, clock_skew_ms=50))
+    runner.start(users, spawn_rate=users * 50)
+    gevent.sleep(seconds)
+    end(env)
+    return env
+
+
+@pytest.mark.e2e
+def test_local_run_against_the_reference_service_passes(product_service):
+    stock_map, _ = oracle.fetch_stock(product_service.url)
+    env = _run_local(product_service.url, sorted(stock_map)[:3], users=6, seconds=1.5,
+                     end=lambda env: env.runner.quit())  # test_stop runs the check
+    result = oracle.result(env)
+    assert result is not None and env.oracle_result is result
+    assert result.passed is True, result.summary_line()
+    assert result.products_checked == len(stock_map) >= 20
+    assert len(oracle.recorder()) > 50  # it really recorded buys
+    assert oracle.finalize(env) is result  # idempotent
+
+
+@pytest.mark.e2e
+def test_finalize_from_quitting_stops_running_users_first(product_service):
+    stock_map, _ = oracle.fetch_stock(product_service.url)
+    holder = {}
+    env = _run_local(product_service.url, sorted(stock_map)[:2], users=4, seconds=1.0,
+                     end=lambda env: holder.setdefault("result", oracle.finalize(env)))  # as on Ctrl-C
+    try:
+        assert env.runner.user_count == 0
+        assert holder["result"] is not None and holder["result"].passed is True, holder["result"].summary_line()
+    finally:
+        env.runner.quit()
+
+
+@pytest.mark.e2e
+def test_local_run_against_the_unsafe_service_reports_lost_updates(service_factory):
+    service = service_factory("--unsafe-buy")
+    stock_map, _ = oracle.fetch_stock(service.url)
+    contended = sorted(stock_map)[:1]
+    env = _run_local(service.url, contended, users=8, seconds=1.5, end=lambda env: env.runner.quit())
+    result = oracle.result(env)
+    assert result.passed is False, result.summary_line()
+    assert "lost_update" in kinds(result)
+    assert all(v.product == contended[0] for v in result.violations)
+
+
+def test_unreachable_start_snapshot_is_recorded_and_never_crashes():
+    env = Environment(user_classes=[_Buyer], host=f"http://127.0.0.1:{free_port()}")
+    env.create_local_runner()
+    oracle.install(env, OracleConfig())
+    env.events.test_start.fire(environment=env)
+    result = oracle.finalize(env)
+    assert result.passed is None
+    assert any(note.startswith("start snapshot failed: GET /products") for note in result.notes)
