@@ -1,0 +1,325 @@
+"""monitoring.py against a real time-series server (victoria-metrics) and against failing ones."""
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+import locust  # noqa: F401 - gevent monkey-patching first, exactly as in a real run
+import gevent
+import pytest
+from locust import FastHttpUser, constant_pacing, task
+from locust.env import Environment
+from locust.runners import WorkerRunner
+
+import monitoring
+from config_loader import InfluxConfig
+from conftest import ROOT, free_port
+from metrics_server import VictoriaMetrics, start_fake_metrics_server, start_target
+
+PACING_S = 0.1
+USERS = 5
+TOKEN = "tok-S3cr3t-do-not-log-0123456789"
+OK_NAME = "Get Products, by=Category"  # space, comma and equals sign: line-protocol escaping
+FAIL_NAME = "Get_Fail"
+
+
+class ShopUser(FastHttpUser):
+    wait_time = constant_pacing(PACING_S)
+
+    @task(3)
+    def browse(self):
+        self.client.get("/products", name=OK_NAME)
+
+    @task(1)
+    def fail(self):
+        self.client.get("/fail", name=FAIL_NAME)
+
+
+def influx_config(url: str, **overrides) -> InfluxConfig:
+    values = dict(enabled=True, url=url, flush_interval_seconds=0.5, write_timeout_seconds=0.5,
+                  test_name="monitoring test", batch_size=50)
+    values.update(overrides)
+    return InfluxConfig(**values)
+
+
+@dataclass
+class Run:
+    env: Environment
+    monitor: monitoring.Monitor | None
+    stop_seconds: float
+
+    def requests(self, name: str | None = None) -> int:
+        stats = self.env.stats
+        return stats.total.num_requests if name is None else stats.entries[(name, "GET")].num_requests
+
+
+def run_locust(target: str, config: InfluxConfig, seconds: float, *, token: str | None = TOKEN,
+               custom_stats=None, meanwhile=None) -> Run:
+    """Run ShopUser in-process for `seconds` with monitoring installed; `meanwhile(t)` runs at t seconds."""
+    env = Environment(user_classes=[ShopUser], host=target)
+    runner = env.create_local_runner()
+    monitor = monitoring.install(env, config, token, "run-test-1", custom_stats)
+    runner.start(USERS, spawn_rate=USERS * 20)
+    if meanwhile is not None:
+        gevent.spawn_later(meanwhile[0], meanwhile[1])
+    gevent.sleep(seconds)
+    started = time.monotonic()
+    runner.stop()
+    stop_seconds = time.monotonic() - started
+    env.events.quitting.fire(environment=env, reverse=True)
+    runner.quit()
+    return Run(env, monitor, stop_seconds)
+
+
+def assert_users_were_not_slowed(run: Run, seconds: float) -> None:
+    expected = USERS * seconds / PACING_S
+    assert run.requests() >= 0.85 * expected, f"{run.requests()} requests, expected about {expected:.0f}"
+
+
+def write_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "monitoring" and r.levelno == logging.WARNING]
+
+
+@pytest.fixture
+def target():
+    server = start_target()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def victoria_metrics(tmp_path):
+    server = VictoriaMetrics.start(tmp_path / "vm-data")
+    yield server
+    server.stop()
+
+
+# ----- fast checks ---------------------------------------------------------------------------
+
+def test_importing_the_module_registers_no_listener():
+    code = ("import locust, monitoring\n"
+            "from locust import events\n"
+            "hooks = [h for e in vars(events).values() for h in getattr(e, '_handlers', [])]\n"
+            "print(sum(getattr(h, '__module__', '') == 'monitoring' for h in hooks))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "0"
+
+
+def _listeners(env: Environment) -> int:
+    return sum(len(getattr(hook, "_handlers", [])) for hook in vars(env.events).values())
+
+
+def test_install_does_nothing_when_disabled():
+    env = Environment(user_classes=[ShopUser], host="http://127.0.0.1:1")
+    env.create_local_runner()
+    before = _listeners(env)
+    assert monitoring.install(env, InfluxConfig(enabled=False), TOKEN, "r") is None
+    assert _listeners(env) == before
+
+
+class _IdleWorker(WorkerRunner):
+    """A worker runner that never connects to a master."""
+
+    def __init__(self):
+        self.greenlet = None
+
+
+def test_worker_opens_nothing_in_aggregate_mode_but_streams_raw():
+    env = Environment(user_classes=[ShopUser], host="http://127.0.0.1:1")
+    env.runner = _IdleWorker()
+    assert monitoring.install(env, influx_config("http://127.0.0.1:1"), TOKEN, "r") is None
+    assert _listeners(env) == 0
+    raw = monitoring.install(env, influx_config("http://127.0.0.1:1", mode="raw"), TOKEN, "r")
+    assert raw is not None and env.events.request._handlers
+
+
+def test_interval_points_count_only_the_requests_of_that_interval():
+    env = Environment(user_classes=[ShopUser], host="http://127.0.0.1:1")
+    monitor = monitoring.Monitor(env, influx_config("http://127.0.0.1:1"), TOKEN, "r")
+    for _ in range(10):
+        env.stats.log_request("POST", "Buy_Product", 10, 100)
+    monitor._sample()
+    for _ in range(4):
+        env.stats.log_request("POST", "Buy_Product", 500, 100)
+    env.stats.log_error("POST", "Buy_Product", "insufficient stock")
+    monitor._sample()
+    points = [line for line in monitor._buffer if line.startswith("locust_requests,")]
+    assert len(points) == 2
+    first, second = (dict(kv.split("=") for kv in re.split(r"(?<!\\) ", p)[1].split(",")) for p in points)
+    assert (first["count"], first["failures"], first["p50"], first["p99"]) == ("10i", "0i", "10.0", "10.0")
+    assert (second["count"], second["failures"]) == ("4i", "1i")
+    assert float(second["p50"]) == float(second["avg"]) == 500.0
+    assert ",name=Buy_Product,method=POST" in points[1] and ",run_id=r," in points[1]
+
+
+def test_raw_buffer_is_bounded_and_drops_the_oldest(caplog):
+    caplog.set_level(logging.INFO)
+    env = Environment(user_classes=[ShopUser], host="http://127.0.0.1:1")
+    config = influx_config(f"http://127.0.0.1:{free_port()}", mode="raw", max_buffer_points=100)
+    monitor = monitoring.install(env, config, TOKEN, "r")
+    for i in range(1000):
+        env.events.request.fire(request_type="GET", name=f"n{i}", response_time=1.0, response_length=2,
+                                exception=None, context={}, start_time=time.time())
+    assert monitor.buffered == 100
+    assert [item[2] for item in monitor._buffer][:2] == ["n900", "n901"]  # the newest survive
+    monitor.flush(timeout=0.5)  # nothing listens: counted, not raised
+    assert monitor.stats() == {"points_written": 0, "points_dropped": 1000, "write_errors": 1}
+    assert len(write_warnings(caplog)) == 1
+
+
+def test_client_leaves_locust_log_levels_alone():
+    root = logging.getLogger()
+    before = root.level
+    env = Environment(user_classes=[ShopUser], host="http://127.0.0.1:1")
+    monitoring.Monitor(env, influx_config("http://127.0.0.1:1"), TOKEN, "r")._ensure_client()
+    assert root.level == before
+
+
+# ----- against a real victoria-metrics -------------------------------------------------------
+
+def _by_point(series: list[dict]) -> dict[tuple, dict[str, float]]:
+    """Group exported samples back into points: (measurement, tags, timestamp) -> {field: value}."""
+    points: dict[tuple, dict[str, float]] = defaultdict(dict)
+    for s in series:
+        metric = dict(s["metric"])
+        name = metric.pop("__name__")
+        measurement, field = next((m, name[len(m) + 1:]) for m in
+                                  ("locust_requests", "locust_run", "locust_custom", "locust_events", "locust_raw")
+                                  if name.startswith(m + "_"))
+        for ts, value in zip(s["timestamps"], s["values"]):
+            points[(measurement, tuple(sorted(metric.items())), ts)][field] = value
+    return points
+
+
+def exported_points(server: VictoriaMetrics, expected: int, timeout: float = 10.0) -> dict[tuple, dict[str, float]]:
+    """The server's points, once all `expected` ones are readable (it makes fresh rows searchable lazily)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        points = _by_point(server.export())
+        if len(points) >= expected or time.monotonic() > deadline:
+            return points
+        time.sleep(0.2)
+
+
+@pytest.mark.e2e
+def test_aggregate_points_match_the_runs_own_stats(target, victoria_metrics, caplog):
+    caplog.set_level(logging.INFO)
+    seconds = 3.0
+    run = run_locust(target.url, influx_config(victoria_metrics.url), seconds,
+                     custom_stats=lambda: {"buys": {"ok": 7, "failed": 1}, "note": "text is skipped"})
+    points = exported_points(victoria_metrics, run.monitor.stats()["points_written"])
+    requests = {k: v for k, v in points.items() if k[0] == "locust_requests"}
+    for name in (OK_NAME, FAIL_NAME):
+        mine = [fields for (_, tags, _), fields in requests.items() if dict(tags)["name"] == name]
+        entry = run.env.stats.entries[(name, "GET")]
+        assert entry.num_requests > 0
+        assert sum(f["count"] for f in mine) == entry.num_requests
+        assert sum(f["failures"] for f in mine) == entry.num_failures
+        for f in mine:  # percentiles are Locust's rounded response-time buckets
+            assert min(entry.response_times) <= f["p50"] <= f["p95"] <= f["p99"] <= max(entry.response_times)
+            assert entry.min_response_time <= f["avg"] <= entry.max_response_time
+            assert f["rps"] > 0
+    assert sum(f["failures"] for (_, tags, _), f in requests.items() if dict(tags)["name"] == FAIL_NAME) \
+        == run.requests(FAIL_NAME)  # every /fail is a failure
+    tags = dict(next(iter(requests))[1])
+    assert {k: tags[k] for k in ("run_id", "host", "test_name", "method")} == {
+        "run_id": "run-test-1", "host": target.url, "test_name": "monitoring test", "method": "GET"}
+    run_points = [f for k, f in points.items() if k[0] == "locust_run"]
+    assert sum(f["count"] for f in run_points) == run.requests()
+    assert max(f["users"] for f in run_points) == USERS
+    assert all(0.0 <= f["failure_ratio"] <= 1.0 for f in run_points)
+    custom = [f for k, f in points.items() if k[0] == "locust_custom"]
+    assert custom and all(f == {"buys_ok": 7, "buys_failed": 1} for f in custom)
+    events = sorted(dict(k[1])["event"] for k in points if k[0] == "locust_events")
+    assert events == ["end", "start"]
+    assert run.monitor.stats() == {"points_written": len(points), "points_dropped": 0, "write_errors": 0}
+    assert not write_warnings(caplog)
+    assert any("points written" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.e2e
+def test_raw_mode_writes_one_point_per_request(target, victoria_metrics):
+    run = run_locust(target.url, influx_config(victoria_metrics.url, mode="raw"), 2.0)
+    # Raw points of one series can share a millisecond, the server's precision: count samples, not
+    # (series, timestamp) pairs.
+    deadline = time.monotonic() + 10
+    while True:
+        failed = [v for s in victoria_metrics.export('{__name__="locust_raw_failed"}') for v in s["values"]]
+        if len(failed) >= run.requests() or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert len(failed) == run.requests()
+    assert sum(failed) == run.env.stats.total.num_failures == run.requests(FAIL_NAME)
+    assert run.monitor.stats()["points_dropped"] == 0
+
+
+# ----- a metrics server that fails must not touch the load test -------------------------------
+
+@pytest.mark.e2e
+def test_metrics_server_down_from_the_start(target, caplog):
+    caplog.set_level(logging.INFO)
+    seconds, cap = 3.0, 20
+    config = influx_config(f"http://127.0.0.1:{free_port()}", max_buffer_points=cap, flush_interval_seconds=0.25)
+    run = run_locust(target.url, config, seconds)
+    assert_users_were_not_slowed(run, seconds)
+    assert run.stop_seconds < config.write_timeout_seconds + 1.5
+    stats = run.monitor.stats()
+    assert stats["points_written"] == 0 and stats["points_dropped"] > cap and stats["write_errors"] >= 2
+    assert run.monitor.max_buffered <= cap and run.monitor.buffered == 0
+    assert len(write_warnings(caplog)) == 1
+
+
+@pytest.mark.e2e
+def test_metrics_server_killed_mid_run(target, victoria_metrics, caplog):
+    caplog.set_level(logging.INFO)
+    seconds, cap = 4.0, 10
+    config = influx_config(victoria_metrics.url, max_buffer_points=cap, flush_interval_seconds=0.25)
+    run = run_locust(target.url, config, seconds, meanwhile=(1.5, victoria_metrics.kill))
+    assert_users_were_not_slowed(run, seconds)
+    assert run.stop_seconds < config.write_timeout_seconds + 1.5
+    stats = run.monitor.stats()
+    assert stats["points_written"] > 0 and stats["points_dropped"] > 0 and stats["write_errors"] >= 1
+    assert run.monitor.max_buffered <= cap
+    assert len(write_warnings(caplog)) == 1
+
+
+@pytest.mark.e2e
+def test_slow_metrics_server_never_blocks_users(target, caplog):
+    caplog.set_level(logging.INFO)
+    slow = start_fake_metrics_server("slow", delay=3.0)
+    try:
+        seconds, cap = 3.0, 15
+        config = influx_config(slow.url, max_buffer_points=cap, flush_interval_seconds=0.25,
+                               write_timeout_seconds=0.5)
+        run = run_locust(target.url, config, seconds)
+    finally:
+        slow.stop()
+    assert_users_were_not_slowed(run, seconds)
+    assert run.stop_seconds < config.write_timeout_seconds + 1.5
+    stats = run.monitor.stats()
+    assert stats["points_written"] == 0 and stats["points_dropped"] > 0 and stats["write_errors"] >= 2
+    assert run.monitor.max_buffered <= cap
+    warnings = write_warnings(caplog)
+    assert len(warnings) == 1 and "no answer within" in warnings[0]
+
+
+@pytest.mark.e2e
+def test_token_is_never_logged_even_when_the_server_echoes_it(target, caplog, capfd):
+    caplog.set_level(logging.DEBUG)
+    echo = start_fake_metrics_server("echo401", delay=0.0)
+    try:
+        run = run_locust(target.url, influx_config(echo.url), 1.5)
+    finally:
+        echo.stop()
+    out, err = capfd.readouterr()
+    warnings = write_warnings(caplog)
+    assert len(warnings) == 1 and "401" in warnings[0] and "***" in warnings[0]  # seen, and masked
+    assert run.monitor.stats()["write_errors"] >= 1
+    for text in (caplog.text, out, err, *(str(r.args) for r in caplog.records)):
+        assert TOKEN not in text
