@@ -190,6 +190,16 @@ def shape_class_for(config: LoadShapeConfig, user_class_names: Iterable[str] | N
     return make_shape_class(profile_for(config, config.name, user_class_names))
 
 
+def shape_class_or_exit(config: LoadShapeConfig, user_class_names: Iterable[str] | None = None
+                        ) -> type[ProfileShape] | None:
+    """shape_class_for, or a one-line error on stderr and exit code 2 (for the locustfile, before any traffic)."""
+    try:
+        return shape_class_for(config, user_class_names)
+    except ConfigError as error:
+        print(f"config error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def all_shape_classes(config: LoadShapeConfig, user_class_names: Iterable[str] | None = None
                       ) -> dict[str, type[ProfileShape]]:
     """All three shape classes by class name (for Locust's --class-picker, which lists them in the web UI)."""

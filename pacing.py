@@ -18,16 +18,17 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 import gevent
+from locust import between
 from locust.runners import MasterRunner, WorkerRunner
 
-from config_loader import LoadShapeConfig
+from config_loader import LoadShapeConfig, WaitTimeConfig
 from custom_load_shape import ProfileShape
 
 if TYPE_CHECKING:
     from locust import User
     from locust.env import Environment
 
-RATE_MESSAGE = "open_model_rate"  # master -> workers: {"per_user_rps": float | None}
+RATE_MESSAGE = "open_model_rate"  # master -> workers: {"target_rps": this worker's share, or None}
 SAMPLE_SECONDS = 1.0
 
 _attached: "weakref.WeakKeyDictionary[Environment, OpenModel]" = weakref.WeakKeyDictionary()
@@ -72,7 +73,7 @@ class OpenModel:
         self.tolerance = tolerance
         self._clock = clock
         self._wall_clock = wall_clock
-        self._remote_per_user_rps: float | None = None  # on a worker: the master's latest figure
+        self._worker_share_rps: float | None = None  # on a worker: its share of the target, from the master
         self._sampler: gevent.Greenlet | None = None
         self._reset()
 
@@ -103,13 +104,11 @@ class OpenModel:
         return self.overall_target_rps
 
     def per_user_rps(self, environment: Environment) -> float | None:
-        """target / running users; on a worker, the figure the master sent last (None: no target now)."""
+        """target / running users (None: no target now); a worker divides the share the master sent it."""
         runner = environment.runner
         if runner is None:
             return None
-        if isinstance(runner, WorkerRunner):
-            return self._remote_per_user_rps
-        target = self.target_rps(environment)
+        target = self._worker_share_rps if isinstance(runner, WorkerRunner) else self.target_rps(environment)
         users = runner.user_count
         return target / users if target is not None and users > 0 else None
 
@@ -152,7 +151,7 @@ class OpenModel:
         environment.events.test_stop.add_listener(self._on_test_stop)
 
     def _on_rate_message(self, environment: Environment, msg, **_kwargs) -> None:
-        self._remote_per_user_rps = (msg.data or {}).get("per_user_rps")
+        self._worker_share_rps = (msg.data or {}).get("target_rps")
 
     def _on_test_start(self, environment: Environment, **_kwargs) -> None:
         self._reset()
@@ -163,15 +162,18 @@ class OpenModel:
         if self._sampler is not None:
             self._sampler.kill(block=False)
             self._sampler = None
-        self.sample(environment)
+        self.sample(environment, final=True)
 
     def _sample_forever(self, environment: Environment) -> None:
         while True:
             self.sample(environment)
             gevent.sleep(SAMPLE_SECONDS)
 
-    def sample(self, environment: Environment) -> None:
-        """Account the interval since the last sample, then tell workers the per-user rate for the next one."""
+    def sample(self, environment: Environment, final: bool = False) -> None:
+        """Account the interval since the last sample, then tell workers their share of the target.
+
+        The final sample keeps the last target so report() can still count workers' late reports.
+        """
         now = self._clock()
         requests = environment.stats.total.num_requests
         if self._last_sample is not None and self._last_target is not None:
@@ -179,12 +181,25 @@ class OpenModel:
             self._seconds += elapsed
             self._target_integral += self._last_target * elapsed
             self._requests += max(0, requests - self._last_requests)
+        if final:
+            self._last_sample, self._last_requests = now, requests
+            return
         runner = environment.runner
-        users = runner.user_count if runner is not None else 0
+        # The target count is set before a ramp starts; the reported count lags behind it on a master.
+        users = max(runner.user_count, getattr(runner, "target_user_count", 0) or 0) if runner is not None else 0
         target = self.target_rps(environment) if users > 0 else None
         if isinstance(runner, MasterRunner):
-            runner.send_message(RATE_MESSAGE, {"per_user_rps": target / users if target is not None else None})
+            self._send_shares(runner, target, users)
         self._last_sample, self._last_requests, self._last_target = now, requests, target
+
+    @staticmethod
+    def _send_shares(runner: MasterRunner, target: float | None, users: int) -> None:
+        # Locust deals users round-robin, so min(users, workers) workers run users; each holds an equal
+        # share with its own live user count, which needs no user counts from the master (they lag).
+        workers = len(runner.clients.ready) + len(runner.clients.spawning) + len(runner.clients.running)
+        busy = min(workers, users)
+        share = target / busy if target is not None and busy > 0 else None
+        runner.send_message(RATE_MESSAGE, {"target_rps": share})
 
     def report(self, environment: Environment | None = None) -> RateReport | None:
         """Target versus achieved rate so far; None if no target was active for a whole sample interval.
@@ -199,6 +214,33 @@ class OpenModel:
             requests += max(0, environment.stats.total.num_requests - self._last_requests)
         return RateReport(target_rps=self._target_integral / self._seconds, achieved_rps=requests / self._seconds,
                           seconds=round(self._seconds, 3), requests=requests, tolerance=self.tolerance)
+
+
+_process_model: OpenModel | None = None  # one per load-generator process, made by paced_wait_time
+
+
+def paced_wait_time(config: LoadShapeConfig, fallback: Callable[[User], float] | None = None
+                    ) -> Callable[[User], float] | None:
+    """The open-model wait_time for this process, or None when no target_rps is configured (closed model).
+
+    `fallback` is the think time used while no target applies (e.g. a stage without target_rps);
+    by default the built-in wait_time range. Call `attach(environment)` from the init event as well.
+    """
+    global _process_model
+    if _process_model is None:
+        _process_model = OpenModel.from_config(config)
+    if _process_model is None:
+        return None
+    if fallback is None:
+        defaults = WaitTimeConfig()
+        fallback = between(defaults.min_seconds, defaults.max_seconds)
+    return _process_model.wait_time(fallback)
+
+
+def attach(environment: Environment) -> None:
+    """Wire this process's open model (if paced_wait_time made one) into the runner; call from init."""
+    if _process_model is not None:
+        _process_model.attach(environment)
 
 
 def achieved_vs_target(environment: Environment) -> dict | None:

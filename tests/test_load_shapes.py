@@ -11,7 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from locust.runners import WorkerRunner
+from locust.runners import MasterRunner, WorkerRunner
 
 import custom_load_shape
 import pacing
@@ -285,19 +285,57 @@ def test_no_target_anywhere_means_no_open_model():
         {"duration": 1, "users": 1, "spawn_rate": 1, "target_rps": 3}]})) is not None
 
 
-def test_worker_paces_with_the_rate_the_master_sent():
-    model = pacing.OpenModel(100.0)
-    class IdleWorker(WorkerRunner):                  # only the runner's type matters here
+def test_paced_wait_time_is_none_for_the_closed_model_and_paces_with_a_target(monkeypatch):
+    monkeypatch.setattr(pacing, "_process_model", None)
+    assert pacing.paced_wait_time(load_shape()) is None
+    wait_time = pacing.paced_wait_time(load_shape(target_rps=8), fallback=never)
+    user = FakeUser(fake_environment(4))
+    user._cp_last_run = time.perf_counter()
+    assert 0.45 < wait_time(user) <= 0.5                       # 8 rps over 4 users: one task run per 0.5 s
+
+
+def test_shape_class_or_exit_prints_one_line_and_exits_2(capsys):
+    with pytest.raises(SystemExit) as caught:
+        custom_load_shape.shape_class_or_exit(load_shape(name="step", step={"step_users": 9, "max_users": 3}))
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("config error: load_shape.step.max_users") and err.count("\n") == 1
+
+
+def test_worker_paces_its_share_of_the_target_over_its_own_users():
+    class IdleWorker(WorkerRunner):                  # only the runner's type and user count matter here
         greenlet = None
+        user_count = 5
 
         def __init__(self):
             pass
 
-    worker = IdleWorker()
-    environment = SimpleNamespace(runner=worker, shape_class=None)
-    assert model.per_user_rps(environment) is None
-    model._on_rate_message(environment, SimpleNamespace(data={"per_user_rps": 12.5}))
-    assert model.per_user_rps(environment) == 12.5
+    model = pacing.OpenModel(100.0)
+    environment = SimpleNamespace(runner=IdleWorker(), shape_class=None)
+    assert model.per_user_rps(environment) is None   # no share from the master yet
+    model._on_rate_message(environment, SimpleNamespace(data={"target_rps": 50.0}))
+    assert model.per_user_rps(environment) == 10.0
+
+
+@pytest.mark.parametrize("workers, users, share", [(2, 4, 15.0), (3, 2, 15.0), (2, 0, None)])
+def test_master_sends_each_worker_an_equal_share_of_the_target(workers, users, share):
+    class RecordingMaster(MasterRunner):
+        greenlet = None
+        user_count = 0
+
+        def __init__(self):
+            self.sent = []
+            self.target_user_count = users
+            self.clients = SimpleNamespace(ready=[], spawning=[None], running=[None] * (workers - 1))
+
+        def send_message(self, msg_type, data=None, client_id=None):
+            self.sent.append((msg_type, data, client_id))
+
+    master = RecordingMaster()
+    environment = SimpleNamespace(runner=master, shape_class=None,
+                                  stats=SimpleNamespace(total=SimpleNamespace(num_requests=0)))
+    pacing.OpenModel(30.0).sample(environment)
+    assert master.sent == [(pacing.RATE_MESSAGE, {"target_rps": share}, None)]
 
 
 def test_report_says_when_the_achieved_rate_falls_short_of_the_target():
@@ -311,8 +349,10 @@ def test_report_says_when_the_achieved_rate_falls_short_of_the_target():
     report = model.report(environment)
     assert (report.target_rps, report.achieved_rps, report.seconds, report.met) == (200, 143, 10, False)
     assert report.message() == "target 200 rps, achieved 143 rps (service too slow for the open model)"
-    environment.stats.total.num_requests += 50            # a late worker report still counts
-    assert model.report(environment).requests == 1480
+    environment.runner.user_count = 0                     # the run ends: users gone, final sample
+    model.sample(environment, final=True)
+    environment.stats.total.num_requests += 50            # a worker's report arriving after test_stop
+    assert model.report(environment).requests == 1430 + 50
 
 
 def test_report_ignores_seconds_without_a_target_and_accepts_a_met_target():
@@ -334,6 +374,7 @@ def test_report_ignores_seconds_without_a_target_and_accepts_a_met_target():
 E2E_LOCUSTFILE = """
     import json, os
     from locust import FastHttpUser, between, events, task
+    from locust.runners import WorkerRunner
     from config_loader import load_config
     from custom_load_shape import shape_class_for
     from pacing import OpenModel, achieved_vs_target
@@ -356,6 +397,8 @@ E2E_LOCUSTFILE = """
 
     @events.quitting.add_listener
     def _report(environment, **_kwargs):
+        if isinstance(environment.runner, WorkerRunner):
+            return
         with open(os.environ["RATE_REPORT"], "w") as out:
             json.dump(achieved_vs_target(environment), out)
 """
@@ -371,18 +414,23 @@ load_shape:
 """
 
 
-@pytest.mark.e2e
-def test_staged_run_follows_the_stages_and_stops_by_itself(tmp_path, product_service):
+def run_locust(tmp_path, host, config, *extra):
+    """Run the tiny locustfile headless with a shape config; returns (process, seconds it took)."""
     (tmp_path / "locustfile.py").write_text(textwrap.dedent(E2E_LOCUSTFILE))
-    (tmp_path / "config.yaml").write_text(E2E_CONFIG)
+    (tmp_path / "config.yaml").write_text(config)
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "CONFIG_PATH": str(tmp_path / "config.yaml"),
            "RATE_REPORT": str(tmp_path / "rate.json"), "NO_PROXY": "127.0.0.1"}
     cmd = [sys.executable, "-m", "locust", "-f", str(tmp_path / "locustfile.py"), "--headless",
-           "--host", product_service.url, "-t", "60", "--csv", str(tmp_path / "stats"), "--csv-full-history",
-           "--only-summary", "--loglevel", "WARNING"]
+           "--host", host, "-t", "60", "--csv", str(tmp_path / "stats"), "--csv-full-history",
+           "--only-summary", "--loglevel", "WARNING", *extra]
     started = time.monotonic()
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=90)
-    elapsed = time.monotonic() - started
+    return proc, time.monotonic() - started
+
+
+@pytest.mark.e2e
+def test_staged_run_follows_the_stages_and_stops_by_itself(tmp_path, product_service):
+    proc, elapsed = run_locust(tmp_path, product_service.url, E2E_CONFIG)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert elapsed < 30, f"the shape lasts 8 s but the run took {elapsed:.0f} s (the -t limit was 60 s)"
 
@@ -395,4 +443,16 @@ def test_staged_run_follows_the_stages_and_stops_by_itself(tmp_path, product_ser
 
     rate = json.loads((tmp_path / "rate.json").read_text())
     assert 0.7 * rate["target_rps"] <= rate["achieved_rps"] <= 1.3 * rate["target_rps"], rate
-    assert 20 < rate["target_rps"] < 35, rate   # time-weighted mean of 20, 40, 10 over 3, 3, 2 s is 27.5
+    assert 22 < rate["target_rps"] < 28, rate   # time-weighted mean of 20, 40, 10 rps over 3, 3, 2 s is 25
+
+
+@pytest.mark.e2e
+def test_open_model_rate_reaches_workers_through_the_master(tmp_path, product_service):
+    config = "load_shape:\n  name: staged\n  staged:\n    stages:\n" \
+             "      - {duration: 6, users: 4, spawn_rate: 20, target_rps: 30}\n"
+    proc, elapsed = run_locust(tmp_path, product_service.url, config, "--processes", "2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert elapsed < 40, f"the shape lasts 6 s but the run took {elapsed:.0f} s"
+    rate = json.loads((tmp_path / "rate.json").read_text())
+    # Without the master's per-user rate the workers would use the 0.5-1 s think time (about 5 rps).
+    assert rate["target_rps"] == 30 and 0.7 * 30 <= rate["achieved_rps"] <= 1.3 * 30, rate
