@@ -506,12 +506,12 @@ def analyse(folder: Path) -> tuple[Run, str]:
 
 # ----------------------------------------------------------------------------------------------- compare
 
-METRICS = (  # key, column, label, unit
-    ("p50", "p50_ms", "p50", "ms"),
-    ("p95", "p95_ms", "p95", "ms"),
-    ("p99", "p99_ms", "p99", "ms"),
-    ("failure_rate", "failure_pct", "Failure %", "%"),
-    ("rps", "rps", "Req/s", "req/s"),
+METRICS = (  # key, column, label, header
+    ("p50", "p50_ms", "p50", "p50 ms"),
+    ("p95", "p95_ms", "p95", "p95 ms"),
+    ("p99", "p99_ms", "p99", "p99 ms"),
+    ("failure_rate", "failure_pct", "Failure %", "Failure %"),
+    ("rps", "rps", "Req/s", "Req/s"),
 )
 
 
@@ -607,7 +607,11 @@ def _fmt_metric(metric: str, value: float) -> str:
 def compare_cell(metric: str, v: Verdict | None, marks: bool = True) -> str:
     if v is None:
         return "-"
-    change = "new" if v.change_pct is None and v.current else "±0%" if v.change_pct is None else f"{v.change_pct:+.1f}%"
+    if metric == "failure_rate":  # judged in absolute points, so shown in points
+        change = f"{v.current - v.baseline:+.2f} pt"
+    else:
+        change = "new" if v.change_pct is None and v.current else "±0%" if v.change_pct is None \
+            else f"{v.change_pct:+.1f}%"
     mark = (f" {FAIL}" if v.regressed else " ▼" if v.improved and metric != "rps" else " ▲" if v.improved else "") \
         if marks else (" REGRESSED" if v.regressed else "")
     return f"{_fmt_metric(metric, v.baseline)} → {_fmt_metric(metric, v.current)} ({change}){mark}"
@@ -619,7 +623,7 @@ def compare_rows(cmp: Comparison, marks: bool = True) -> list[list[str]]:
 
 
 def compare_headers() -> list[str]:
-    return ["Request", *(f"{label} ({unit})" for _, _, label, unit in METRICS)]
+    return ["Request", *(header for *_, header in METRICS)]
 
 
 def tolerance_text(tol: Tolerances) -> str:

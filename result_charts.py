@@ -235,7 +235,8 @@ def compare_figure(comparison, metric_defs) -> Figure:
     bars_ax.set_xlabel("p95 response time (ms)")
     bars_ax.set_title("p95 per request: baseline vs current")
     bars_ax.grid(True, axis="x", alpha=0.3)
-    bars_ax.legend(loc="lower right", fontsize=8)
+    bars_ax.legend(handles=[Patch(color="#9ecae1", label="Baseline"), Patch(color="#3182bd", label="Current"),
+                            Patch(color="#d62728", label="Current, regressed")], loc="lower right", fontsize=8)
 
     metrics = [(key, label) for key, _, label, _ in metric_defs]
     codes = np.zeros((n, len(metrics)))  # 0 n/a, 1 within tolerance, 2 improved, 3 regressed
@@ -243,13 +244,20 @@ def compare_figure(comparison, metric_defs) -> Figure:
         for col, (key, _) in enumerate(metrics):
             v = comparison.verdicts.get((label, key))
             codes[row, col] = 0 if v is None else 3 if v.regressed else 2 if v.improved else 1
-            text = "-" if v is None else "new" if v.change_pct is None else f"{v.change_pct:+.0f}%"
+            text = "-" if v is None else f"{v.current - v.baseline:+.1f} pt" if key == "failure_rate" \
+                else "±0%" if v.change_pct is None and not v.current else "new" if v.change_pct is None \
+                else f"{v.change_pct:+.0f}%"
             grid_ax.text(col, y[row], text, ha="center", va="center", fontsize=8,
                          color="white" if codes[row, col] in (2, 3) else "#222222")
     cmap = ListedColormap(["#f0f0f0", "#d9d9d9", "#31a354", "#d62728"])
     grid_ax.imshow(codes[::-1], cmap=cmap, vmin=0, vmax=3, aspect="auto", origin="lower",
                    extent=(-0.5, len(metrics) - 0.5, -0.5, n - 0.5))
     grid_ax.set_xticks(range(len(metrics)), [label for _, label in metrics])
+    grid_ax.set_xticks(np.arange(len(metrics) + 1) - 0.5, minor=True)
+    grid_ax.set_yticks(np.arange(n + 1) - 0.5, minor=True)
+    grid_ax.grid(which="minor", color="white", linewidth=2)
+    grid_ax.tick_params(which="minor", length=0)
+    bars_ax.tick_params(which="minor", left=False)
     grid_ax.xaxis.set_ticks_position("top")
     grid_ax.tick_params(axis="y", left=False)
     regressions = len(comparison.regressions)
