@@ -23,6 +23,7 @@ from locust.runners import MasterRunner, WorkerRunner
 
 import inventory_oracle
 import monitoring
+import pacing
 import verdict
 from config_loader import SuiteConfig, influxdb_token
 from run_stats import STATS
@@ -81,6 +82,7 @@ def _add_arguments(parser) -> None:
 
 def _on_init(environment, **_kwargs) -> None:
     _select_user_classes(environment)
+    pacing.attach(environment)
     config = RUN.config
     if config.oracle.enabled:
         inventory_oracle.install(environment, config.oracle)
@@ -185,6 +187,7 @@ def build_summary(environment, consistency: dict[str, Any], custom: dict[str, An
         "custom_stats": custom,
         "thresholds": verdict.threshold_dicts(thresholds),
         "consistency": consistency,
+        "open_model": pacing.achieved_vs_target(environment),
         "monitoring": RUN.monitor.stats() if RUN.monitor is not None else None,
         "verdict": decision,
     }
@@ -209,7 +212,7 @@ def write_custom_report(folder: Path, custom: dict[str, Any]) -> Path:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["metric", "key", "value"])
-    writer.writerows(STATS.rows(custom))
+    writer.writerows(STATS.rows())
     path = folder / "custom_report.csv"
     path.write_text(buffer.getvalue(), encoding="utf-8")
     return path
@@ -217,7 +220,7 @@ def write_custom_report(folder: Path, custom: dict[str, Any]) -> Path:
 
 def custom_table(custom: dict[str, Any]) -> str:
     lines = ["", "=== Custom statistics " + "=" * 50]
-    for metric, key, value in STATS.rows(custom):
+    for metric, key, value in STATS.rows():
         lines.append(f"{metric + (' ' + key if key else ''):<60}{value:>12}")
     return "\n".join(lines)
 

@@ -35,7 +35,6 @@ CONFIG = get_config_or_exit()
 DATA = CONFIG.test_data
 CACHE = product_cache()
 LEDGER = recorder()
-JSON_HEADERS = {"Content-Type": "application/json"}
 
 # Work done once, not per request: category URLs and request names, edge-case request names.
 CATEGORY_REQUESTS = tuple(
@@ -144,11 +143,8 @@ class ShopUser(_client_base()):
         product = CACHE.random_product()
         if case.needs_product and product is None:
             return self.browse_all_products()
-        json_body, params = case.render(product["name"] if product else "")
-        path = case.path if not params else f"{case.path}?{'&'.join(f'{k}={quote(str(v), safe='')}' for k, v in params.items())}"
-        with self.client.request(case.method, path, json=json_body, data=case.body,
-                                 headers=JSON_HEADERS if case.body is not None else None,
-                                 name=EDGE_CASE_NAMES[case.label], catch_response=True) as resp:
+        with self.client.request(case.method, case.path, name=EDGE_CASE_NAMES[case.label], catch_response=True,
+                                 **case.request_kwargs(product["name"] if product else None)) as resp:
             expect_edge_case(resp, case)
 
     # Expected negative paths -------------------------------------------------------------------
@@ -189,10 +185,9 @@ class ShopUser(_client_base()):
 
     def _send_invalid_payload(self, path: str, method: str, payload, prefix: str) -> None:
         product = CACHE.random_product()
-        json_body, raw_body = payload.render(product["name"] if product else DATA.non_existent_product_name)
-        with self.client.request(method, path, json=json_body, data=raw_body,
-                                 headers=JSON_HEADERS if raw_body is not None else None,
-                                 name=prefix + payload.label, catch_response=True) as resp:
+        name = product["name"] if product else DATA.non_existent_product_name
+        with self.client.request(method, path, name=prefix + payload.label, catch_response=True,
+                                 **payload.request_kwargs(name)) as resp:
             expect_error(resp, payload.expect_status, payload.expect_code)
 
 
