@@ -18,10 +18,6 @@ import json
 import re
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-import gevent
-import requests.exceptions
-import urllib3.exceptions
-
 from run_stats import STATS
 
 if TYPE_CHECKING:
@@ -34,8 +30,6 @@ _INSUFFICIENT = re.compile(r"Available: (-?\d+), Requested: (-?\d+)\s*\Z")
 _CODE = re.compile(r"[A-Z][A-Z0-9_]{0,39}\Z")
 _MEDIA = re.compile(r"[a-z0-9.+-]{1,40}/[a-z0-9.+-]{1,40}\Z")
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,24}\Z")
-_EXPLICIT_TIMEOUTS = (gevent.Timeout, requests.exceptions.Timeout)
-_TIMEOUTS = (TimeoutError, urllib3.exceptions.TimeoutError, *_EXPLICIT_TIMEOUTS)
 
 
 def _reject_constant(_: str) -> float:
@@ -120,15 +114,25 @@ def _causes(error: BaseException) -> list[BaseException]:
     return chain
 
 
+# Exception types are recognised by class name so that this module imports neither requests nor
+# urllib3 (both import ssl, which must happen after Locust's gevent monkey-patching).
+def _is_explicit_timeout(kind: type) -> bool:
+    """gevent.Timeout, requests.exceptions.Timeout (ReadTimeout, ConnectTimeout)."""
+    return any(base.__name__ == "Timeout" for base in kind.__mro__)
+
+
+def _is_root_timeout(kind: type) -> bool:
+    """socket.timeout / TimeoutError, urllib3's TimeoutError; not urllib3's NewConnectionError,
+    which subclasses ConnectTimeoutError although it means the connection was refused."""
+    return kind.__name__ != "NewConnectionError" and any(base.__name__ == "TimeoutError" for base in kind.__mro__)
+
+
 def _transport_failure(error: BaseException | None) -> CheckFailed:
     if error is None:
         return CheckFailed("connection", "no response")
     chain = _causes(error)
     root = chain[-1]
-    # urllib3's NewConnectionError subclasses its ConnectTimeoutError, so a refused connection
-    # would look like a timeout: trust the explicit timeout types, and the root cause otherwise.
-    if (any(isinstance(e, _EXPLICIT_TIMEOUTS) for e in chain)
-            or (isinstance(root, _TIMEOUTS) and not isinstance(root, urllib3.exceptions.NewConnectionError))):
+    if any(_is_explicit_timeout(type(e)) for e in chain) or _is_root_timeout(type(root)):
         return CheckFailed("timeout", "no response within the request timeout")
     return CheckFailed("connection", type(root).__name__)
 
