@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import os
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -47,6 +48,7 @@ class RunState:
         self.contended_product: str | None = None
         self.monitor = None
         self.finalized: dict[str, Any] | None = None
+        self.interrupted = False
 
 
 RUN = RunState()
@@ -81,6 +83,7 @@ def _add_arguments(parser) -> None:
 
 
 def _on_init(environment, **_kwargs) -> None:
+    _watch_interrupts()
     _select_user_classes(environment)
     pacing.attach(environment)
     config = RUN.config
@@ -176,7 +179,7 @@ def build_summary(environment, consistency: dict[str, Any], custom: dict[str, An
         "started_at": _iso(started),
         "ended_at": _iso(ended),
         "duration_s": round(ended - started, 2),
-        "interrupted": bool(planned) and (ended - started) < planned - 2,
+        "interrupted": RUN.interrupted or (bool(planned) and (ended - started) < planned - max(5.0, planned * 0.1)),
         "client": config.service.client,
         "shape": config.load_shape.name,
         "users": {"peak": RUN.peak_users, "final": runner.user_count if runner else 0},
@@ -243,6 +246,22 @@ def _select_user_classes(environment) -> None:
     if not keep:
         raise SystemExit(_usage_error("no user class has a task left after --tags/--exclude-tags: check the tag names"))
     environment.user_classes[:] = keep
+
+
+def _watch_interrupts() -> None:
+    """Remember a Ctrl-C (run_tests.sh turns SIGTERM into SIGINT too) so the summary says the run was cut short."""
+    previous = signal.getsignal(signal.SIGINT)
+    if not callable(previous):  # ignored when started in the background by a shell: take Ctrl-C back
+        previous = signal.default_int_handler
+
+    def on_interrupt(signum, frame):
+        RUN.interrupted = True
+        return previous(signum, frame)
+
+    try:
+        signal.signal(signal.SIGINT, on_interrupt)
+    except ValueError:  # not the main thread (an embedded Environment): nothing to watch
+        pass
 
 
 def _task_selected(task, tags: set[str], excluded: set[str]) -> bool:

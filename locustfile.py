@@ -9,6 +9,7 @@ listeners are registered there, from the last line of this file), custom_load_sh
 from __future__ import annotations
 
 import random
+import sys
 import time
 from urllib.parse import quote
 
@@ -16,7 +17,7 @@ from locust import FastHttpUser, HttpUser, between, constant, events, tag
 
 import event_hooks
 from config_loader import get_config_or_exit
-from custom_load_shape import shape_class_for
+from custom_load_shape import all_shape_classes, shape_class_or_exit
 from inventory_oracle import recorder
 from pacing import paced_wait_time
 from shared_data import product_cache
@@ -44,6 +45,8 @@ CATEGORY_REQUESTS = tuple(
 )
 EDGE_CASE_NAMES = {case.label: f"Edge_Case_{case.label}" for case in EDGE_CASES}
 BEYOND_STOCK_QUANTITY = 1_000_000
+THINK_TIME = between(CONFIG.wait_time.min_seconds, CONFIG.wait_time.max_seconds)
+USER_TYPE_NAMES = ["ProductServiceUser", "BrowserUser", "ShopperUser", "AdminUser", "ContentionUser"]
 
 
 def _client_base():
@@ -58,7 +61,7 @@ class ShopUser(_client_base()):
 
     abstract = True
     host = CONFIG.service.base_url
-    wait_time = paced_wait_time(CONFIG.load_shape) or between(CONFIG.wait_time.min_seconds, CONFIG.wait_time.max_seconds)
+    wait_time = paced_wait_time(CONFIG.load_shape, fallback=THINK_TIME) or THINK_TIME
     network_timeout = CONFIG.service.request_timeout_seconds
     connection_timeout = CONFIG.service.request_timeout_seconds
     insecure = False
@@ -278,8 +281,12 @@ class ContentionUser(_client_base()):
     tasks = [buy_contended_product]
 
 
-SelectedShape = shape_class_for(CONFIG.load_shape)  # Locust uses a LoadTestShape found in this module
-if SelectedShape is None:
-    del SelectedShape
+# Locust runs the LoadTestShape it finds in this module; the web UI's class picker offers all of them.
+if "--class-picker" in sys.argv:
+    globals().update(all_shape_classes(CONFIG.load_shape, USER_TYPE_NAMES))
+else:
+    SelectedShape = shape_class_or_exit(CONFIG.load_shape, USER_TYPE_NAMES)
+    if SelectedShape is None:
+        del SelectedShape
 
 event_hooks.register(events, CONFIG)

@@ -15,6 +15,7 @@
 # Exit codes: 0 passed, 1 a threshold or the consistency oracle failed, 2 bad configuration or
 # usage, 3 target unreachable.
 set -uo pipefail
+set -m  # background jobs keep SIGINT (bash ignores it in them otherwise), so Ctrl-C can be forwarded to Locust
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$ROOT"
