@@ -20,12 +20,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import gevent
 from locust.runners import MasterRunner, WorkerRunner
 
 import inventory_oracle
 import monitoring
 import pacing
 import verdict
+import web_ui
 from config_loader import SuiteConfig, influxdb_token
 from run_stats import STATS
 
@@ -89,6 +91,7 @@ def _on_init(environment, **_kwargs) -> None:
     config = RUN.config
     if config.oracle.enabled:
         inventory_oracle.install(environment, config.oracle)
+    web_ui.install(environment)
     RUN.monitor = monitoring.install(environment, config.monitoring.influxdb, influxdb_token(), RUN.run_id,
                                      custom_stats=STATS.snapshot)
 
@@ -116,6 +119,13 @@ def _on_test_stopping(environment, **_kwargs) -> None:
 
 def _on_test_stop(environment, **_kwargs) -> None:
     RUN.stopped_at = time.time()
+    if environment.web_ui is not None and not isinstance(environment.runner, WorkerRunner):
+        gevent.spawn(finalize, environment)  # the UI shows the verdict as soon as a test stops
+
+
+def current_summary() -> dict[str, Any] | None:
+    """The last finished run's summary (what summary.json holds), or None while a run is going on."""
+    return RUN.finalized
 
 
 def _send_run_stats(client_id, data, **_kwargs) -> None:
