@@ -11,7 +11,8 @@
 # Options: --shape staged|spike|step   --client fast|requests   --threshold KEY=VALUE (repeatable,
 #   e.g. p95_ms=500 or Buy_Product.p99_ms=900)   --config FILE   --spawn-rate R   --no-analysis
 # With no HOST the bundled reference service is started on a free port with a fresh database and
-# stopped afterwards. Every run writes results/<UTC timestamp>/ and points results/latest at it.
+# stopped afterwards. Every run writes results/<UTC timestamp>/ and points results/latest at it
+# (RESULTS_ROOT=DIR puts them elsewhere).
 # Exit codes: 0 passed, 1 a threshold or the consistency oracle failed, 2 bad configuration or
 # usage, 3 target unreachable.
 set -uo pipefail
@@ -132,11 +133,12 @@ trap cleanup EXIT
 
 # --- the target ------------------------------------------------------------------------------------
 RUN_ID="$(date -u +%Y%m%dT%H%M%SZ)"
-RESULTS="$ROOT/results/$RUN_ID"
+RESULTS_ROOT="${RESULTS_ROOT:-$ROOT/results}"
+RESULTS="$RESULTS_ROOT/$RUN_ID"
 if [ "$MODE" != "worker" ]; then
-    n=1; while [ -e "$RESULTS" ]; do RESULTS="$ROOT/results/${RUN_ID}-$n"; n=$((n + 1)); done
-    mkdir -p "$RESULTS" || die "cannot create $RESULTS: check permissions"
-    ln -sfn "$(basename "$RESULTS")" "$ROOT/results/latest"
+    n=1; while [ -e "$RESULTS" ]; do RESULTS="$RESULTS_ROOT/${RUN_ID}-$n"; n=$((n + 1)); done
+    mkdir -p "$RESULTS" || die "cannot create $RESULTS: check permissions or set RESULTS_ROOT"
+    ln -sfn "$(basename "$RESULTS")" "$RESULTS_ROOT/latest"
 fi
 
 if [ "$MODE" = "worker" ]; then
