@@ -18,9 +18,8 @@ from . import payloads
 from .catalog import Product
 from .faults import Faults, unsafe_pause
 from .responses import (CORS_ORIGIN, DATABASE_ERROR_BODY, EMPTY_LIST_BODY, HEALTH_BODY, INTERNAL_ERROR_BODY,
-                        INVALID_BODY,
-                        MISSING_CATEGORY, RESOURCE_NOT_FOUND, STOCK_UPDATED_BODY, VALIDATION_ERROR, ApiError,
-                        insufficient_stock, json_response, product_not_found, success_body)
+                        INVALID_BODY, MISSING_CATEGORY, RESOURCE_NOT_FOUND, STOCK_UPDATED_BODY, VALIDATION_ERROR,
+                        ApiError, insufficient_stock, json_response, product_not_found, success_body)
 from .store import InsufficientStock, ProductNotFound, Store
 
 MAX_BODY = 65536

@@ -8,7 +8,6 @@ import socket
 import sqlite3
 import statistics
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -233,7 +232,7 @@ def test_stock_persists_across_restarts_and_reset_reseeds(running, tmp_path):
     db = str(tmp_path / "p.db")
     name, seeded = CATALOG[0]["name"], CATALOG[0]["stock"]
     first = running("--port", "0", "--db", db)
-    assert fetch(first.url + "/products/stock", "PATCH", {"name": name, "stock": 3}) [0] == 200
+    assert fetch(first.url + "/products/stock", "PATCH", {"name": name, "stock": 3})[0] == 200
     assert first.stop() == 0
     second = running("--port", "0", "--db", db)
     assert fetch(second.url + "/products/details", "POST", {"name": name})[1]["data"]["stock"] == 3
