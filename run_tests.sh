@@ -21,7 +21,7 @@ set -m  # background jobs keep SIGINT (bash ignores it in them otherwise), so Ct
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$ROOT"
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 die() { echo "run_tests.sh: $1" >&2; exit "${2:-2}"; }
 
 # --- the virtualenv -------------------------------------------------------------------------------
