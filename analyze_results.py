@@ -382,6 +382,13 @@ def run_duration_s(run: Run) -> float | None:
     return None
 
 
+def _plain(value) -> str:
+    """A JSON number without float noise (1000.0 -> 1000); None -> "-"."""
+    if value is None:
+        return "-"
+    return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+
 def _mark(passed) -> str:
     return PASS if passed is True else FAIL if passed is False else UNKNOWN
 
@@ -447,9 +454,8 @@ def summary_markdown(run: Run, charts: list[tuple[str, str]]) -> str:
         lines += ["", "## Thresholds", ""]
         if thresholds:
             lines.append(md_table(("", "Metric", "Scope", "Limit", "Observed"), left=3, rows=[
-                [_mark(t.get("passed")), str(t.get("metric")), str(t.get("scope")), str(t.get("limit")),
-                 "-" if t.get("observed") is None else f"{t['observed']:g}" if isinstance(t["observed"], (int, float))
-                 else str(t["observed"])] for t in thresholds if isinstance(t, dict)]))
+                [_mark(t.get("passed")), str(t.get("metric")), str(t.get("scope")), _plain(t.get("limit")),
+                 _plain(t.get("observed"))] for t in thresholds if isinstance(t, dict)]))
         else:
             lines.append("No thresholds configured.")
 

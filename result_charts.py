@@ -30,7 +30,7 @@ def save(fig: Figure, path: Path) -> None:
 
 
 def _bin_note(bin_s: int) -> str:
-    return "" if bin_s <= 1 else f", {_seconds(bin_s)} bins"
+    return "" if bin_s <= 1 else f", {_seconds(bin_s)} averages"
 
 
 def _seconds(seconds: int) -> str:
@@ -49,17 +49,18 @@ def _clock(seconds: float, with_hours: bool) -> str:
     seconds = int(round(seconds))
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if with_hours else f"{minutes}:{secs:02d}"
+    return f"{hours}:{minutes:02d}" if with_hours else f"{minutes}:{secs:02d}"
 
 
 def _elapsed_axis(ax, start: pd.Timestamp, span_s: float) -> None:
     """Elapsed run time on x (m:ss or h:mm:ss): easier to read at a glance than wall-clock ticks."""
     step = next((s for s in TICK_STEPS_S if span_s / s <= 10), TICK_STEPS_S[-1])
-    with_hours = span_s >= 3600
+    with_hours = span_s >= 3600 and step % 60 == 0
     ax.xaxis.set_major_locator(MultipleLocator(step))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: _clock(x, with_hours)))
-    ax.set_xlim(0, max(span_s, 1.0))
-    unit = "h:mm:ss" if with_hours else "m:ss"
+    span_s = max(span_s, 1.0)
+    ax.set_xlim(-0.01 * span_s, 1.01 * span_s)  # a little air so end markers are not clipped
+    unit = "h:mm" if with_hours else "m:ss"
     ax.set_xlabel(f"Elapsed time ({unit}) since {start:%Y-%m-%d %H:%M:%S} UTC")
     ax.grid(True, alpha=0.3)
 
@@ -105,7 +106,7 @@ def throughput_figure(timeline: pd.DataFrame, bin_s: int = 1) -> Figure:
     """Requests/s and failures/s over time, exact per bin (from Locust's cumulative counters)."""
     fig = _figure()
     ax = fig.add_subplot()
-    ax.set_title(f"Throughput over time{_bin_note(bin_s)}")
+    ax.set_title(f"Throughput over time ({_seconds(bin_s)} averages)" if bin_s > 1 else "Throughput over time")
     points = timeline.dropna(subset=["rps"])
     if points.empty:
         _no_data(ax, "No throughput history (run shorter than a few seconds)")
@@ -204,7 +205,8 @@ def failures_figure(failures: pd.DataFrame | None) -> Figure:
     ax.set_title(f"Failures by request and reason ({total} in total)")
     y = np.arange(len(rows))[::-1]
     values = rows["occurrences"].to_numpy(dtype=float)
-    ax.barh(y, values, height=0.6, color="#d62728")
+    other = (rows["method"] == "") & rows["name"].str.endswith(" other kinds")
+    ax.barh(y, values, height=0.6, color=np.where(other.to_numpy(), "#999999", "#d62728"))
     labels = [f"{n}\n{r}" for n, r in zip(rows["name"], rows["reason"])]
     ax.set_yticks(y, labels, fontsize=8)
     for yi, value in zip(y, values):
