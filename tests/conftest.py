@@ -1,6 +1,9 @@
 """Shared fixtures: free ports and the real reference product-service as a subprocess."""
 from __future__ import annotations
 
+# Locust (gevent) must monkey-patch before requests/urllib3/influxdb_client are imported anywhere.
+import locust  # noqa: F401
+
 import os
 import signal
 import socket
