@@ -129,8 +129,7 @@ def current_summary() -> dict[str, Any] | None:
 
 
 def _send_run_stats(client_id, data, **_kwargs) -> None:
-    data["run_stats"] = STATS.snapshot()
-    STATS.reset()
+    data["run_stats"] = STATS.drain()
 
 
 def _merge_run_stats(client_id, data, **_kwargs) -> None:
