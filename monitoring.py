@@ -204,6 +204,9 @@ class Monitor:
             # A master can receive the workers' last reports after test_stop: write them too.
             self._sample()
             self.flush()
+            s = self.stats()
+            log.info("monitoring: with the workers' last reports: %d points written, %d dropped, %d write errors",
+                     s["points_written"], s["points_dropped"], s["write_errors"])
         if self._client is not None:
             try:
                 self._client.close()

@@ -81,6 +81,13 @@ def assert_users_were_not_slowed(run: Run, seconds: float) -> None:
     assert run.requests() >= 0.85 * expected, f"{run.requests()} requests, expected about {expected:.0f}"
 
 
+def assert_results_untouched(run: Run) -> None:
+    """Monitoring adds no request, no failure and no error of its own to the run's stats."""
+    assert set(run.env.stats.entries) == {(OK_NAME, "GET"), (FAIL_NAME, "GET")}
+    assert run.env.stats.entries[(OK_NAME, "GET")].num_failures == 0
+    assert {error.name for error in run.env.stats.errors.values()} == {FAIL_NAME}
+
+
 def write_warnings(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "monitoring" and r.levelno == logging.WARNING]
 
@@ -158,6 +165,23 @@ def test_interval_points_count_only_the_requests_of_that_interval():
     assert ",name=Buy_Product,method=POST" in points[1] and ",run_id=r," in points[1]
 
 
+def test_broken_custom_stats_warn_once_and_the_stream_goes_on(caplog):
+    caplog.set_level(logging.INFO)
+    env = Environment(user_classes=[ShopUser], host="http://127.0.0.1:1")
+
+    def broken() -> dict:
+        raise RuntimeError("counter gone")
+
+    monitor = monitoring.Monitor(env, influx_config("http://127.0.0.1:1"), TOKEN, "r", custom_stats=broken)
+    env.stats.log_request("GET", "Health_Check", 3, 10)
+    monitor._sample()
+    monitor._sample()
+    assert sum(line.startswith("locust_requests,") for line in monitor._buffer) == 1
+    assert sum(line.startswith("locust_run,") for line in monitor._buffer) == 2
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "counter gone" in warnings[0]
+
+
 def test_raw_buffer_is_bounded_and_drops_the_oldest(caplog):
     caplog.set_level(logging.INFO)
     env = Environment(user_classes=[ShopUser], host="http://127.0.0.1:1")
@@ -213,6 +237,7 @@ def test_aggregate_points_match_the_runs_own_stats(target, victoria_metrics, cap
     seconds = 3.0
     run = run_locust(target.url, influx_config(victoria_metrics.url), seconds,
                      custom_stats=lambda: {"buys": {"ok": 7, "failed": 1}, "note": "text is skipped"})
+    assert_results_untouched(run)
     points = exported_points(victoria_metrics, run.monitor.stats()["points_written"])
     requests = {k: v for k, v in points.items() if k[0] == "locust_requests"}
     for name in (OK_NAME, FAIL_NAME):
@@ -268,6 +293,7 @@ def test_metrics_server_down_from_the_start(target, caplog):
     config = influx_config(f"http://127.0.0.1:{free_port()}", max_buffer_points=cap, flush_interval_seconds=0.25)
     run = run_locust(target.url, config, seconds)
     assert_users_were_not_slowed(run, seconds)
+    assert_results_untouched(run)
     assert run.stop_seconds < config.write_timeout_seconds + 1.5
     stats = run.monitor.stats()
     assert stats["points_written"] == 0 and stats["points_dropped"] > cap and stats["write_errors"] >= 2
@@ -282,6 +308,7 @@ def test_metrics_server_killed_mid_run(target, victoria_metrics, caplog):
     config = influx_config(victoria_metrics.url, max_buffer_points=cap, flush_interval_seconds=0.25)
     run = run_locust(target.url, config, seconds, meanwhile=(1.5, victoria_metrics.kill))
     assert_users_were_not_slowed(run, seconds)
+    assert_results_untouched(run)
     assert run.stop_seconds < config.write_timeout_seconds + 1.5
     stats = run.monitor.stats()
     assert stats["points_written"] > 0 and stats["points_dropped"] > 0 and stats["write_errors"] >= 1
@@ -301,6 +328,7 @@ def test_slow_metrics_server_never_blocks_users(target, caplog):
     finally:
         slow.stop()
     assert_users_were_not_slowed(run, seconds)
+    assert_results_untouched(run)
     assert run.stop_seconds < config.write_timeout_seconds + 1.5
     stats = run.monitor.stats()
     assert stats["points_written"] == 0 and stats["points_dropped"] > 0 and stats["write_errors"] >= 2
