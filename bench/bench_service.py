@@ -4,7 +4,7 @@ Starts `python -m product_service` and nginx (one worker) on free loopback ports
 GET /products, GET /health and POST /products/buy, prints requests/s side by side with the
 service/nginx ratio, and writes the numbers to bench/out/bench-<timestamp>.json.
 
-    .venv/bin/python bench/bench_service.py [--duration 10] [--connections 20] [--threads 1]
+    .venv/bin/python bench/bench_service.py [--duration 10] [--rounds 1] [--connections 20] [--threads 1]
 """
 from __future__ import annotations
 
@@ -146,16 +146,23 @@ def measure(wrk: str, target: str, method: str, base: str, path: str, args: argp
     return result
 
 
+def median_result(runs: list[Result]) -> Result:
+    """The run with the median throughput (a whole run, so its latencies belong to it)."""
+    return sorted(runs, key=lambda r: r.requests_per_s)[len(runs) // 2]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement (default 10)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat every measurement, alternating targets, and report the median (default 1)")
     parser.add_argument("--warmup", type=int, default=1, help="seconds of unmeasured load first (default 1)")
     parser.add_argument("--connections", type=int, default=20, help="open connections (default 20)")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1; the machine has 2 cores)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out", help="folder for the JSON result")
     args = parser.parse_args()
-    if args.duration <= 0 or args.connections < args.threads or args.threads < 1:
-        fail("need --duration > 0 and --connections >= --threads >= 1")
+    if args.duration <= 0 or args.rounds < 1 or args.connections < args.threads or args.threads < 1:
+        fail("need --duration > 0, --rounds >= 1 and --connections >= --threads >= 1")
     nginx, wrk = find_tool("nginx"), find_tool("wrk")
 
     with tempfile.TemporaryDirectory(prefix="bench-service-") as tmp:
@@ -176,13 +183,16 @@ def main() -> int:
                                   'wrk.headers["Content-Type"] = "application/json"\n')
             print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s on {os.cpu_count()} cores; "
                   f"/products body {len(products_json)} bytes", flush=True)
-            results = [
-                measure(wrk, "service", "GET", service_url, "/products", args),
-                measure(wrk, "nginx", "GET", nginx_url, "/products", args),
-                measure(wrk, "service", "GET", service_url, "/health", args),
-                measure(wrk, "nginx", "GET", nginx_url, "/health", args),
-                measure(wrk, "service", "POST", service_url, "/products/buy", args, buy_script),
-            ]
+            plan = [("service", "GET", service_url, "/products", None), ("nginx", "GET", nginx_url, "/products", None),
+                    ("service", "GET", service_url, "/health", None), ("nginx", "GET", nginx_url, "/health", None),
+                    ("service", "POST", service_url, "/products/buy", buy_script)]
+            rounds: list[list[Result]] = []
+            for number in range(1, args.rounds + 1):
+                # Rounds alternate service and nginx, so a neighbour's load skews both sides alike.
+                print(f"round {number}/{args.rounds}", flush=True)
+                rounds.append([measure(wrk, target, method, base, path, args, script)
+                               for target, method, base, path, script in plan])
+            results = [median_result([r[i] for r in rounds]) for i in range(len(plan))]
         finally:
             if nginx_proc is not None:
                 stop(nginx_proc)
@@ -191,16 +201,16 @@ def main() -> int:
     rps = {(r.target, r.path): r.requests_per_s for r in results}
     ratios = {path: rps[("service", path)] / rps[("nginx", path)] for path in ("/products", "/health")}
     ratios["/products/buy vs nginx /products"] = rps[("service", "/products/buy")] / rps[("nginx", "/products")]
-    print("\nservice / nginx:")
+    print("\nmedian service / nginx:" if args.rounds > 1 else "\nservice / nginx:")
     for path, ratio in ratios.items():
         print(f"  {path:<34} {ratio:6.3f}  ({ratio * 100:.1f} %)")
     args.out.mkdir(parents=True, exist_ok=True)
     out_file = args.out / f"bench-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out_file.write_text(json.dumps({
-        "settings": {"duration_s": args.duration, "warmup_s": args.warmup, "connections": args.connections,
+        "settings": {"rounds": args.rounds, "duration_s": args.duration, "warmup_s": args.warmup, "connections": args.connections,
                      "threads": args.threads},
         "machine": {"cpus": os.cpu_count(), "loadavg_after": os.getloadavg(), "python": platform.python_version()},
-        "results": [asdict(r) for r in results], "ratios_service_over_nginx": ratios}, indent=2) + "\n")
+        "results": [asdict(r) for r in results], "rounds": [[asdict(r) for r in run] for run in rounds], "ratios_service_over_nginx": ratios}, indent=2) + "\n")
     print(f"\nwrote {out_file.relative_to(ROOT) if out_file.is_relative_to(ROOT) else out_file}")
     return 0
 
