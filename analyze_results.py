@@ -27,7 +27,7 @@ import csv
 import json
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -244,7 +244,6 @@ class Run:
     history: pd.DataFrame | None = None
     failures: pd.DataFrame | None = None
     summary: dict | None = None
-    extra: dict = field(default_factory=dict)
 
     @property
     def run_id(self) -> str:
@@ -495,9 +494,10 @@ def summary_markdown(run: Run, charts: list[tuple[str, str]]) -> str:
 def analyse(folder: Path) -> tuple[Run, str]:
     """Load a run, write its charts and summary.md into the folder; return the run and the printed table."""
     run = load_run(folder)
-    workers = ((run.summary or {}).get("workers") or {}) if isinstance((run.summary or {}).get("workers"), dict) else {}
+    workers = (run.summary or {}).get("workers")
+    distributed = isinstance(workers, dict) and bool(workers.get("count"))
     # Workers report to the master every 3 s: finer bins would show that batching as a saw-tooth.
-    tl, bin_s = timeline(run.history, min_bin_s=5 if workers.get("count") else 1)
+    tl, bin_s = timeline(run.history, min_bin_s=5 if distributed else 1)
     figures = {
         "chart_response_times.png": result_charts.response_times_figure(tl, bin_s),
         "chart_throughput.png": result_charts.throughput_figure(tl, bin_s),
@@ -645,11 +645,13 @@ def compare_markdown(baseline: Run, current: Run, cmp: Comparison, chart: str) -
                  else f"{PASS} **No regression** beyond tolerance.")
     lines += ["", f"Tolerances: {tolerance_text(cmp.tolerances)}.", ""]
     if regs:
-        lines += [f"- {md_escape(label)} {dict((m, l) for m, _, l, _ in METRICS)[key]}: "
-                  f"{compare_cell(key, v, marks=False).replace(' REGRESSED', '')}" for label, key, v in regs]
+        names = {key: label for key, _, label, _ in METRICS}
+        lines += [f"- {md_escape(label)} {names[key]}: {compare_cell(key, v, marks=False).replace(' REGRESSED', '')}"
+                  for label, key, v in regs]
         lines.append("")
     lines += ["Each cell: baseline → current (change). "
-              f"{FAIL} regressed beyond tolerance, ▼/▲ improved beyond tolerance (lower latency / higher rate).", "",
+              f"{FAIL} regressed beyond tolerance; ▼ lower latency / failure rate, ▲ higher req/s: improved beyond "
+              "tolerance.", "",
               md_table(compare_headers(), compare_rows(cmp))]
     if cmp.only_baseline:
         lines += ["", f"Only in the baseline (not compared): {', '.join(md_escape(n) for n in cmp.only_baseline)}."]

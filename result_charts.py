@@ -237,8 +237,10 @@ def compare_figure(comparison, metric_defs) -> Figure:
     bars_ax.set_xlabel("p95 response time (ms)")
     bars_ax.set_title("p95 per request: baseline vs current")
     bars_ax.grid(True, axis="x", alpha=0.3)
-    bars_ax.legend(handles=[Patch(color="#9ecae1", label="Baseline"), Patch(color="#3182bd", label="Current"),
-                            Patch(color="#d62728", label="Current, regressed")], loc="lower right", fontsize=8)
+    # Above the panels, so it can never hide a bar.
+    fig.legend(handles=[Patch(color="#9ecae1", label="Baseline"), Patch(color="#3182bd", label="Current"),
+                        Patch(color="#d62728", label="Current, p95 regressed")], loc="outside upper left", ncols=3,
+               fontsize=9, frameon=False)
 
     metrics = [(key, label) for key, _, label, _ in metric_defs]
     codes = np.zeros((n, len(metrics)))  # 0 n/a, 1 within tolerance, 2 improved, 3 regressed

@@ -210,7 +210,8 @@ def test_real_run_gets_readable_charts_and_a_markdown_summary(real_runs, tmp_pat
 def test_compare_real_runs_flags_injected_latency_and_not_its_removal(real_runs, tmp_path):
     # Failure-rate noise between two short runs is not what this test is about.
     loose_failures = ("--tolerance-failure-rate", "50")
-    slower = run_process("--compare", real_runs["fast"], real_runs["slow"], "--out", tmp_path / "worse", *loose_failures)
+    slower = run_process("--compare", real_runs["fast"], real_runs["slow"], "--out", tmp_path / "worse",
+                         *loose_failures)
     assert slower.returncode == 1, slower.stdout + slower.stderr
     assert "Get_All_Products" in slower.stdout and "REGRESSED" in slower.stdout
     assert "regression(s)" in (tmp_path / "worse" / ar.COMPARE_MD).read_text()
