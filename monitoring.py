@@ -12,7 +12,14 @@ Design (why it cannot get in the users' way):
 - aggregate mode: a sampler greenlet on the master or local runner turns the deltas of Locust's own
   stats entries into one point per request name per interval; workers open no connection.
 - raw mode: the `request` listener appends one tuple to the deque (no formatting, no I/O); the writer
-  formats it later. Runs on workers too.
+  formats it later. Runs on workers too (each opens its own connection); the master or local runner
+  still writes the aggregate points as well.
+
+Measurements (prefix from config): <prefix>_requests (tags name, method; fields count, failures, rps,
+avg, p50, p95, p99 of the interval, timestamped at its end), <prefix>_run (users, count, failures, rps,
+failure_ratio), <prefix>_custom (numeric fields of custom_stats(), nested keys joined with "_"),
+<prefix>_events (tag event=start|end; fields value=1, text), <prefix>_raw (response_time,
+response_length, failed). Every point carries the tags run_id, host and test_name.
 
 What is guaranteed in aggregate mode: for every (request name, method), the sum of `count` over its
 `<prefix>_requests` points equals Locust's num_requests for it at test_stop (plus any reports a master
@@ -445,7 +452,10 @@ def install(environment, config: "InfluxConfig", token: Optional[str], run_id: s
     monitor = Monitor(environment, config, token, run_id, custom_stats)
     # Importing influxdb-client costs most of a CPU-second: pay it now, before any user runs.
     # Creating the client opens no connection.
-    monitor._ensure_client()
+    try:
+        monitor._ensure_client()
+    except Exception as error:  # noqa: BLE001 - a bad monitoring setting must not stop the load test
+        monitor._warn_once(error)  # writes will fail, be counted and dropped
     monitor.attach()
     log.info("monitoring: streaming %s metrics of run %s to %s (bucket %s)", config.mode, run_id,
              config.url, config.bucket)
