@@ -207,7 +207,7 @@ case "$MODE" in
             "${LOCUST_EXTRA[@]}"; CODE=$? ;;
 esac
 
-if [ "$MODE" != "worker" ] && [ -f "$RESULTS/summary.json" ] && [ "$ANALYSIS" = "1" ] && [ "$MODE" != "ui" ]; then
+if [ "$MODE" != "worker" ] && [ -f "$RESULTS/stats_stats.csv" ] && [ "$ANALYSIS" = "1" ]; then
     "$PY" analyze_results.py "$RESULTS" > "$RESULTS/analysis.log" 2>&1 \
         || echo "run_tests.sh: the analysis failed (the run's own verdict stands): see $RESULTS/analysis.log" >&2
 fi
