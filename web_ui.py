@@ -1,6 +1,173 @@
-"""Our tab in Locust's web UI: live custom stats and, after a test stops, the verdict (placeholder until issue 8 lands)."""
+"""Our tab in Locust's web UI, "Verdict & custom stats": live custom stats and, once a test stops, the verdict.
+
+Locust's documented way to extend its React UI: the template args `extended_tabs` and
+`extended_tables` declare the tab and its columns, and an `extended_stats` entry merged into every
+`/stats/requests` response (an `after_request` hook) carries the rows. Under a master the custom
+stats are the workers' merged counters (event_hooks merges every worker report into run_stats.STATS).
+
+The page stops polling `/stats/requests` as soon as a test is no longer running, while the verdict is
+computed just after the test stops; so the first poll that sees a stopped test waits (bounded) for
+the verdict, and answers with the runner's state as it is then.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import gevent
+
+TAB_KEY = "verdict"
+TAB_TITLE = "Verdict & custom stats"
+COLUMNS = (("section", "Section"), ("metric", "Metric"), ("scope", "Scope / key"), ("limit", "Limit"),
+           ("observed", "Observed"), ("result", "Result"))
+MAX_ROWS = 300  # the UI renders slowly with many rows (Locust caps its own tables at 500)
+MAX_TEXT = 160
+VERDICT_WAIT_S = 20.0
+STOPPED_STATES = frozenset({"stopping", "cleanup", "stopped"})
+STATS_ENDPOINT = "locust.request_stats"
+
+Summary = Callable[[], "dict[str, Any] | None"]
 
 
-def install(environment) -> None:
+def install(environment, current_summary: Summary | None = None,
+            custom_stats: Callable[[], dict[str, Any]] | None = None) -> None:
     """Attach the tab to the web UI of this process (no-op without a web UI)."""
-    return None
+    web_ui = environment.web_ui
+    if web_ui is None:
+        return
+    if current_summary is None or custom_stats is None:
+        import event_hooks  # here, not at the top: event_hooks imports this module
+        from run_stats import STATS
+        current_summary = current_summary or event_hooks.current_summary
+        custom_stats = custom_stats or STATS.snapshot
+
+    web_ui.template_args["extended_tabs"] = [{"key": TAB_KEY, "title": TAB_TITLE}]
+    web_ui.template_args["extended_tables"] = [
+        {"key": TAB_KEY, "structure": [{"key": key, "title": title} for key, title in COLUMNS]}]
+    waiter = VerdictWaiter(current_summary, VERDICT_WAIT_S)
+
+    from flask import request  # Flask comes with Locust; imported late so a headless process never needs it
+
+    @web_ui.app.after_request
+    def add_verdict_rows(response):
+        if request.endpoint != STATS_ENDPOINT or response.status_code != 200 or environment.runner is None:
+            return response
+        runner = environment.runner
+        summary = waiter.summary_for(runner)
+        report = dict(response.get_json())
+        report["state"], report["user_count"] = runner.state, runner.user_count
+        report["extended_stats"] = [{"key": TAB_KEY, "data": tab_rows(summary, custom_stats(), runner.state)}]
+        response.set_data(json.dumps(report))
+        return response
+
+
+class VerdictWaiter:
+    """Waits (at most VERDICT_WAIT_S per stopped test) for the verdict the stopped test is about to get."""
+
+    def __init__(self, current_summary: Summary, wait_s: float = VERDICT_WAIT_S, poll_s: float = 0.1) -> None:
+        self.current_summary = current_summary
+        self.wait_s = wait_s
+        self.poll_s = poll_s
+        self.deadline: float | None = None
+
+    def summary_for(self, runner) -> dict[str, Any] | None:
+        summary = self.current_summary()
+        if runner.state not in STOPPED_STATES:
+            self.deadline = None
+            return summary
+        if self.deadline is None:
+            self.deadline = time.monotonic() + self.wait_s
+        while summary is None and time.monotonic() < self.deadline:
+            gevent.sleep(self.poll_s)
+            summary = self.current_summary()
+        return summary
+
+
+def tab_rows(summary: Mapping[str, Any] | None, live_stats: Mapping[str, Any], state: str) -> list[dict[str, str]]:
+    """The tab's rows: the verdict, thresholds and oracle once a test stopped, then the custom stats."""
+    stopped = state in STOPPED_STATES
+    if summary is None:
+        pending = "computing (reload the page if this stays)" if stopped else "shown when the test stops"
+        rows = [_row("verdict", "overall", "run", result=pending)]
+        custom, label = live_stats, ("final" if stopped else "live")
+    else:
+        rows = verdict_rows(summary)
+        custom, label = summary.get("custom_stats") or live_stats, "final"
+    rows.extend(custom_stat_rows(custom, label))
+    if len(rows) > MAX_ROWS:
+        hidden = len(rows) - MAX_ROWS + 1
+        rows = rows[:MAX_ROWS - 1] + [_row("note", f"{hidden} more rows", "", result="see custom_report.csv")]
+    return rows
+
+
+def verdict_rows(summary: Mapping[str, Any]) -> list[dict[str, str]]:
+    """Overall verdict, one row per threshold, the consistency oracle and its violations."""
+    verdict = summary.get("verdict") or {}
+    reasons = "; ".join(verdict.get("reasons") or []) or "every threshold and the oracle passed"
+    rows = [_row("verdict", "overall", "run", observed=reasons,
+                 result="PASS" if verdict.get("passed") else "FAIL")]
+    for threshold in summary.get("thresholds") or []:
+        metric = str(threshold.get("metric", ""))
+        relation = ">= " if metric == "min_rps" else "<= "
+        rows.append(_row("threshold", metric, threshold.get("scope", ""),
+                         limit=relation + format_value(metric, threshold.get("limit")),
+                         observed=format_value(metric, threshold.get("observed")),
+                         result="PASS" if threshold.get("passed") else "FAIL"))
+    rows.extend(consistency_rows(summary.get("consistency") or {}))
+    return rows
+
+
+def consistency_rows(consistency: Mapping[str, Any]) -> list[dict[str, str]]:
+    if not consistency.get("enabled"):
+        return [_row("consistency", "inventory oracle", "", result="disabled")]
+    passed = consistency.get("passed")
+    violations = consistency.get("violations") or []
+    total = consistency.get("violations_total", len(violations))
+    observed = (f"{consistency.get('products_checked', 0)} products checked, "
+                f"{consistency.get('inconclusive', 0)} inconclusive, {total} violations")
+    result = {True: "passed", False: "FAILED"}.get(passed, "inconclusive")
+    rows = [_row("consistency", "inventory oracle", "all products", limit="0 violations", observed=observed,
+                 result=result)]
+    for violation in violations:
+        rows.append(_row("violation", violation.get("kind", ""), violation.get("product", ""),
+                         observed=violation.get("message", ""), result="FAIL"))
+    return rows
+
+
+def custom_stat_rows(custom: Mapping[str, Any], label: str) -> list[dict[str, str]]:
+    """Purchases, units sold, insufficient stock, stock updates, validation failures by check, unexpected statuses."""
+    rows = [_row("custom stat", name, "", observed=str(custom.get(name, 0)), result=label)
+            for name in ("purchases", "units_sold", "insufficient_stock", "stock_updates")]
+    for section, name in (("validation_failures", "validation failures"),
+                          ("unexpected_statuses", "unexpected statuses")):
+        counts = custom.get(section) or {}
+        rows.append(_row("custom stat", name, "all", observed=str(sum(counts.values())), result=label))
+        rows.extend(_row("custom stat", name, key, observed=str(value), result=label)
+                    for key, value in sorted(counts.items()))
+    for key, value in sorted((custom.get("business_outcomes") or {}).items()):
+        if key != "insufficient_stock":
+            rows.append(_row("custom stat", "business outcome", key, observed=str(value), result=label))
+    return rows
+
+
+def format_value(metric: str, value: Any) -> str:
+    """A threshold's limit or observed value in the unit of its metric; "no requests" for None."""
+    if value is None:
+        return "no requests"
+    if not isinstance(value, (int, float)):
+        return str(value)
+    if metric == "error_rate":
+        return f"{value * 100:.2f}%"
+    if metric.endswith("_rps"):
+        return f"{value:.1f} req/s"
+    if metric.endswith("_ms"):
+        return f"{value:.0f} ms"
+    return f"{value:g}"
+
+
+def _row(section: str, metric: str, scope: Any, limit: str = "", observed: str = "", result: str = "") -> dict[str, str]:
+    # No "name" key: the UI sorts a table by "name" by default, and rows without one keep this order.
+    return {"section": section, "metric": str(metric), "scope": str(scope), "limit": limit,
+            "observed": str(observed)[:MAX_TEXT], "result": result}
