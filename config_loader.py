@@ -301,7 +301,10 @@ def _apply_threshold_overrides(thresholds: dict, spec: str) -> None:
         key, sep, value = item.partition("=")
         if not sep or not key or not value:
             raise ConfigError(f"THRESHOLDS: {item!r} is not KEY=VALUE: write e.g. p95_ms=500 or Buy_Product.p99_ms=900")
-        parsed: object = None if value.lower() in ("null", "none", "off") else yaml.safe_load(value)
+        try:
+            parsed: object = None if value.lower() in ("null", "none", "off") else yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"THRESHOLDS: {key}: {value!r} is not a number or true/false") from None
         request, dot, metric = key.rpartition(".")
         if dot:
             thresholds["per_request"].setdefault(request, {})[metric] = parsed
