@@ -109,6 +109,8 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 15.0) -> None:
             return
         except OSError:
             time.sleep(0.1)
+    proc.kill()
+    proc.wait(timeout=5)
     raise SystemExit(f"bench: {url} did not answer within {timeout} s")
 
 
@@ -178,9 +180,12 @@ def main() -> int:
         work = Path(tmp)
         work.chmod(0o755)  # nginx workers run as an unprivileged user and must read www/
         (work / "locustfile.py").write_text(LOCUSTFILE)
-        nginx, target = start_nginx(work, other_core)
-        vm, vm_url = start_victoria_metrics(work, other_core)
+        started: list[subprocess.Popen] = []
         try:
+            nginx, target = start_nginx(work, other_core)
+            started.append(nginx)
+            vm, vm_url = start_victoria_metrics(work, other_core)
+            started.append(vm)
             for round_no in range(args.rounds):
                 for mode in MODES:
                     result = run_locust(mode, target, vm_url, work, args)
@@ -190,7 +195,7 @@ def main() -> int:
                           f"{result['cpu_s']:6.2f} CPU-s {result['rate']:8.0f} req/CPU-s, monitor greenlets "
                           f"{result['monitor_cpu_s'] * 1000:7.1f} ms CPU, {result['monitor']}", flush=True)
         finally:
-            for proc in (nginx, vm):
+            for proc in started:
                 proc.terminate()
                 try:
                     proc.wait(timeout=10)
