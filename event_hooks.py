@@ -41,7 +41,8 @@ class RunState:
 
     def __init__(self) -> None:
         self.config: SuiteConfig | None = None
-        self.run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        # run_tests.sh exports RUN_ID to the master and every worker so their points and records agree.
+        self.run_id = os.environ.get("RUN_ID") or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         self.results_dir: Path | None = None
         self.started_at: float | None = None
         self.stopped_at: float | None = None

@@ -139,7 +139,9 @@ if [ "$MODE" != "worker" ]; then
     n=1; while [ -e "$RESULTS" ]; do RESULTS="$RESULTS_ROOT/${RUN_ID}-$n"; n=$((n + 1)); done
     mkdir -p "$RESULTS" || die "cannot create $RESULTS: check permissions or set RESULTS_ROOT"
     ln -sfn "$(basename "$RESULTS")" "$RESULTS_ROOT/latest"
+    RUN_ID="$(basename "$RESULTS")"
 fi
+export RUN_ID
 
 if [ "$MODE" = "worker" ]; then
     :
