@@ -105,11 +105,11 @@ class ShopUser(_client_base()):
             return self.browse_all_products()
         name = product["name"]
         quantity = random.randint(1, max(1, min(DATA.max_buy_quantity, product["stock"])))
-        started = time.time()
-        with self.client.post("/products/buy", json={"name": name, "quantity": quantity},
-                              name="Buy_Product", catch_response=True) as resp:
-            outcome = expect_buy(resp, name, quantity)
-        LEDGER.buy(started, time.time(), name, quantity, outcome.kind, outcome.remaining, outcome.available)
+        with LEDGER.buying(name, quantity) as pending:  # recorded even if the user is stopped mid-request
+            with self.client.post("/products/buy", json={"name": name, "quantity": quantity},
+                                  name="Buy_Product", catch_response=True) as resp:
+                outcome = expect_buy(resp, name, quantity)
+            pending.done(outcome.kind, outcome.remaining, outcome.available)
         if outcome.remaining is not None:
             CACHE.set_stock(name, outcome.remaining)
         elif outcome.available is not None:
@@ -122,11 +122,14 @@ class ShopUser(_client_base()):
             return self.browse_all_products()
         name = product["name"]
         stock = random.randint(DATA.stock_update_min, DATA.stock_update_max)
-        started = time.time()
-        with self.client.patch("/products/stock", json={"name": name, "stock": stock},
-                               name="Update_Product_Stock", catch_response=True) as resp:
-            updated = expect_stock_updated(resp)
-        LEDGER.stock_set(started, time.time(), name, stock, _stock_outcome(resp.status_code, updated))
+        started, outcome, updated = time.time(), "failed", False
+        try:  # recorded even if the user is stopped mid-request: an unknown outcome is "failed"
+            with self.client.patch("/products/stock", json={"name": name, "stock": stock},
+                                   name="Update_Product_Stock", catch_response=True) as resp:
+                updated = expect_stock_updated(resp)
+            outcome = _stock_outcome(resp.status_code, updated)
+        finally:
+            LEDGER.stock_set(started, time.time(), name, stock, outcome)
         if updated:
             CACHE.set_stock(name, stock)
 
@@ -272,11 +275,11 @@ class ContentionUser(_client_base()):
         if name is None:
             return
         quantity = CONFIG.contention.quantity
-        started = time.time()
-        with self.client.post("/products/buy", json={"name": name, "quantity": quantity},
-                              name="Contention_Buy", catch_response=True) as resp:
-            outcome = expect_buy(resp, name, quantity)
-        LEDGER.buy(started, time.time(), name, quantity, outcome.kind, outcome.remaining, outcome.available)
+        with LEDGER.buying(name, quantity) as pending:
+            with self.client.post("/products/buy", json={"name": name, "quantity": quantity},
+                                  name="Contention_Buy", catch_response=True) as resp:
+                outcome = expect_buy(resp, name, quantity)
+            pending.done(outcome.kind, outcome.remaining, outcome.available)
 
     tasks = [buy_contended_product]
 
