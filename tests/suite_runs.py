@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,13 @@ RUN_TESTS = ROOT / "run_tests.sh"
 SUITE_ENV = ("CONFIG_PATH", "PRODUCT_SERVICE_URL", "LOAD_SHAPE", "SERVICE_CLIENT", "THRESHOLDS",
              "RESULTS_ROOT", "MASTER_PORT", "EXPECT_WORKERS", "WEB_HOST", "WEB_PORT", "USE_SYSTEM_PYTHON",
              "INFLUXDB_TOKEN", "LOCUST_HOST", "LOCUST_USERS", "LOCUST_RUN_TIME", "LOCUST_TAGS", "LOCUST_LOCUSTFILE")
+SUMMARY_KEYS = {"run_id", "host", "started_at", "ended_at", "duration_s", "interrupted", "client", "shape",
+                "users", "user_classes", "workers", "totals", "endpoints", "custom_stats", "thresholds",
+                "consistency", "verdict"}
+METRIC_KEYS = {"requests", "failures", "error_rate", "rps", "avg_ms", "min_ms", "max_ms", "p50_ms", "p95_ms", "p99_ms"}
+RESULT_FILES = ("report.html", "stats_stats.csv", "stats_stats_history.csv", "stats_failures.csv",
+                "stats_exceptions.csv", "custom_report.csv", "summary.json", "junit.xml")
+
 _RESULTS_LINE = re.compile(r"results in (\S+) \(exit code (\d+)\)")
 
 
@@ -172,7 +180,6 @@ def run_suite(*args: str, results_root: Path, env: dict[str, str] | None = None,
     watched = psutil.Process(popen.pid)
     out_chunks: list[str] = []
     err_chunks: list[str] = []
-    import threading
     readers = [threading.Thread(target=lambda s=s, b=b: b.append(s.read()), daemon=True)
                for s, b in ((popen.stdout, out_chunks), (popen.stderr, err_chunks))]
     for reader in readers:
@@ -194,12 +201,12 @@ def run_suite(*args: str, results_root: Path, env: dict[str, str] | None = None,
             popen.kill()
             popen.wait(timeout=5)
     seconds = time.monotonic() - started
-    for reader in readers:
-        reader.join(timeout=10)
     deadline = time.monotonic() + settle
     while time.monotonic() < deadline and any(psutil.pid_exists(pid) for pid in children):
         time.sleep(0.1)
     survivors = _kill_survivors(children)
+    for reader in readers:  # a survivor holding the pipes is gone now
+        reader.join(timeout=10)
     return SuiteRun(list(args), popen.returncode, "".join(out_chunks), "".join(err_chunks), seconds,
                     results_root, children, survivors)
 
@@ -208,3 +215,15 @@ def request_names(run: SuiteRun, with_requests: bool = True) -> set[str]:
     """Request names in stats_stats.csv (without the Aggregated row)."""
     return {name for name, row in run.stats().items()
             if name != "Aggregated" and (row["Request Count"] > 0 or not with_requests)}
+
+
+def assert_summary_schema(summary: dict) -> None:
+    """summary.json has every key of the documented schema, at the top and inside its sections."""
+    assert SUMMARY_KEYS <= set(summary), SUMMARY_KEYS - set(summary)
+    assert set(summary["users"]) >= {"peak", "final"} and set(summary["workers"]) >= {"count", "lost"}
+    assert METRIC_KEYS <= set(summary["totals"])
+    assert summary["endpoints"] and all(METRIC_KEYS | {"name", "method"} <= set(row) for row in summary["endpoints"])
+    assert all({"metric", "scope", "limit", "observed", "passed"} <= set(row) for row in summary["thresholds"])
+    assert {"enabled", "passed", "products_checked", "inconclusive", "violations", "dropped_records"} \
+        <= set(summary["consistency"])
+    assert set(summary["verdict"]) >= {"passed", "exit_code", "reasons"}

@@ -1,14 +1,13 @@
 """End to end: ./run_tests.sh headless against the reference service, judged from what it leaves behind."""
 from __future__ import annotations
 
-import json
 import time
 import xml.etree.ElementTree as ET
 
 import pytest
 
 from conftest import free_port
-from suite_runs import request_names, run_suite, write_config
+from suite_runs import RESULT_FILES, assert_summary_schema, request_names, run_suite, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -23,13 +22,6 @@ EXACT_NAMES = ("Get_All_Products", "Get_Product_Details", "Buy_Product", "Update
 NAME_PREFIXES = ("Get_Products_By_Category_", "Edge_Case_", "Invalid_Buy_Payload_", "Invalid_Stock_Payload_")
 HAPPY_NAMES = ("Get_All_Products", "Get_Product_Details", "Buy_Product", "Update_Product_Stock", "Health_Check")
 BROWSER_NAMES = {"Get_All_Products", "Get_Product_Details", "Health_Check"}  # plus Get_Products_By_Category_*
-
-SUMMARY_KEYS = {"run_id", "host", "started_at", "ended_at", "duration_s", "interrupted", "client", "shape",
-                "users", "user_classes", "workers", "totals", "endpoints", "custom_stats", "thresholds",
-                "consistency", "verdict"}
-METRIC_KEYS = {"requests", "failures", "error_rate", "rps", "avg_ms", "min_ms", "max_ms", "p50_ms", "p95_ms", "p99_ms"}
-RESULT_FILES = ("report.html", "stats_stats.csv", "stats_stats_history.csv", "stats_failures.csv",
-                "stats_exceptions.csv", "custom_report.csv", "summary.json", "junit.xml")
 
 
 def quick_config(**sections) -> dict:
@@ -51,17 +43,6 @@ def missing_names(names: set[str]) -> list[str]:
     missing = [name for name in EXACT_NAMES if name not in names]
     missing += [prefix + "*" for prefix in NAME_PREFIXES if not any(n.startswith(prefix) for n in names)]
     return missing
-
-
-def assert_summary_schema(summary: dict) -> None:
-    assert SUMMARY_KEYS <= set(summary), SUMMARY_KEYS - set(summary)
-    assert set(summary["users"]) >= {"peak", "final"} and set(summary["workers"]) >= {"count", "lost"}
-    assert METRIC_KEYS <= set(summary["totals"])
-    assert summary["endpoints"] and all(METRIC_KEYS | {"name", "method"} <= set(row) for row in summary["endpoints"])
-    assert all({"metric", "scope", "limit", "observed", "passed"} <= set(row) for row in summary["thresholds"])
-    assert {"enabled", "passed", "products_checked", "inconclusive", "violations", "dropped_records"} \
-        <= set(summary["consistency"])
-    assert set(summary["verdict"]) >= {"passed", "exit_code", "reasons"}
 
 
 # (a) the full mix with both clients -------------------------------------------------------------------
