@@ -8,10 +8,17 @@ stats are the workers' merged counters (event_hooks merges every worker report i
 The page stops polling `/stats/requests` as soon as a test is no longer running, while the verdict is
 computed just after the test stops; so the first poll that sees a stopped test waits (bounded) for
 the verdict, and answers with the runner's state as it is then.
+
+With Locust's `--web-login`, the UI asks for the user WEB_LOGIN_USER (default "locust") and the
+password WEB_LOGIN_PASSWORD; Locust itself only provides the login page, not the check.
 """
 from __future__ import annotations
 
+import hmac
 import json
+import os
+import secrets
+import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -27,6 +34,7 @@ MAX_TEXT = 160
 VERDICT_WAIT_S = 20.0
 STOPPED_STATES = frozenset({"stopping", "cleanup", "stopped"})
 STATS_ENDPOINT = "locust.request_stats"
+DEFAULT_LOGIN_USER = "locust"
 
 Summary = Callable[[], "dict[str, Any] | None"]
 
@@ -37,6 +45,8 @@ def install(environment, current_summary: Summary | None = None,
     web_ui = environment.web_ui
     if web_ui is None:
         return
+    if web_ui.web_login:
+        install_login(environment, web_login_credentials())
     if current_summary is None or custom_stats is None:
         import event_hooks  # here, not at the top: event_hooks imports this module
         from run_stats import STATS
@@ -61,6 +71,50 @@ def install(environment, current_summary: Summary | None = None,
         report["extended_stats"] = [{"key": TAB_KEY, "data": tab_rows(summary, custom_stats(), runner.state)}]
         response.set_data(json.dumps(report))
         return response
+
+
+def web_login_credentials(env: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """(user, password) for --web-login from WEB_LOGIN_USER / WEB_LOGIN_PASSWORD; exits 2 without a password."""
+    env = os.environ if env is None else env
+    password = env.get("WEB_LOGIN_PASSWORD", "")
+    if not password:
+        print("usage error: --web-login needs a password: set WEB_LOGIN_PASSWORD (and WEB_LOGIN_USER, default "
+              f"{DEFAULT_LOGIN_USER!r})", file=sys.stderr, flush=True)
+        raise SystemExit(2)
+    return env.get("WEB_LOGIN_USER") or DEFAULT_LOGIN_USER, password
+
+
+def install_login(environment, credentials: tuple[str, str]) -> None:
+    """Locust's login page checks one user name and password (compared in constant time)."""
+    from flask import Blueprint, redirect, request, session, url_for
+    from flask_login import UserMixin, login_user
+
+    web_ui = environment.web_ui
+    expected_user, expected_password = credentials
+    base_path = getattr(environment.parsed_options, "web_base_path", "") or ""
+
+    class Operator(UserMixin):
+        def __init__(self, name: str) -> None:
+            self.id = name
+
+    web_ui.login_manager.user_loader(lambda name: Operator(name) if name == expected_user else None)
+    web_ui.app.config["SECRET_KEY"] = secrets.token_hex(32)  # sessions end when Locust stops
+    web_ui.auth_args = {"username_password_callback": f"{base_path}/login_submit"}
+    blueprint = Blueprint("suite_login", __name__, url_prefix=base_path or None)
+
+    @blueprint.route("/login_submit", methods=["POST"])
+    def login_submit():
+        user = request.form.get("username", "")
+        password = request.form.get("password", "")
+        user_ok = hmac.compare_digest(user.encode(), expected_user.encode())
+        password_ok = hmac.compare_digest(password.encode(), expected_password.encode())
+        if user_ok and password_ok:
+            login_user(Operator(user))
+            return redirect(url_for("locust.index"))
+        session["auth_error"] = "Invalid user name or password"
+        return redirect(url_for("locust.login"))
+
+    web_ui.app.register_blueprint(blueprint)
 
 
 class VerdictWaiter:

@@ -181,6 +181,37 @@ def test_waiting_for_the_verdict_is_bounded_once_per_stop(ui_env, monkeypatch):
     assert time.monotonic() - started < 0.4  # the same stop: no second wait
 
 
+def test_web_login_admits_only_the_configured_operator(monkeypatch):
+    monkeypatch.setattr("sys.argv", ["locust"])
+    monkeypatch.setenv("WEB_LOGIN_USER", "ops")
+    monkeypatch.setenv("WEB_LOGIN_PASSWORD", "s3cret")
+    environment = Environment(user_classes=[_QuietUser])
+    environment.create_local_runner()
+    environment.create_web_ui("127.0.0.1", 0, web_login=True, delayed_start=True)
+    try:
+        web_ui.install(environment, lambda: None, lambda: CUSTOM)
+        client = environment.web_ui.app.test_client()
+        assert client.get("/stats/requests").status_code in (302, 401)
+        denied = client.post("/login_submit", data={"username": "ops", "password": "wrong"})
+        assert denied.status_code == 302 and "/login" in denied.headers["Location"]
+        assert client.get("/stats/requests").status_code in (302, 401)
+        admitted = client.post("/login_submit", data={"username": "ops", "password": "s3cret"})
+        assert admitted.status_code == 302 and "/login" not in admitted.headers["Location"]
+        report = client.get("/stats/requests")
+        assert report.status_code == 200 and _tab(report.get_json())
+    finally:
+        environment.runner.quit()
+
+
+def test_web_login_without_a_password_stops_with_one_line(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        web_ui.web_login_credentials({"WEB_LOGIN_USER": "ops"})
+    assert stopped.value.code == 2
+    message = capsys.readouterr().err.strip()
+    assert "\n" not in message and "WEB_LOGIN_PASSWORD" in message
+    assert web_ui.web_login_credentials({"WEB_LOGIN_PASSWORD": "x"}) == ("locust", "x")
+
+
 # The real UI in Chromium --------------------------------------------------------------------------
 
 def _wait_for_ui(url: str, proc: subprocess.Popen, timeout: float = 90.0) -> None:
