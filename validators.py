@@ -9,7 +9,9 @@ it never carries per-request values (product names, stock levels, timestamps). E
 also counted in run_stats.STATS; a check never raises out of a task.
 
 The small `check_*` functions raise CheckFailed and can be composed into new `expect_*` calls.
-Hot path: one JSON parse per response at most, precompiled patterns, no logging.
+Hot path: one JSON parse per response at most (orjson when installed, the standard parser only when
+orjson refuses a body, so both accept and reject exactly the same bodies), precompiled patterns, no
+logging, and a product check that computes a failure text only for the product that fails.
 """
 from __future__ import annotations
 
@@ -37,6 +39,21 @@ def _reject_constant(_: str) -> float:
 
 
 _decode = json.JSONDecoder(parse_constant=_reject_constant).decode
+
+try:  # about 3x faster than the standard parser on a product list
+    from orjson import loads as _fast_loads
+except ImportError:  # pragma: no cover - orjson is in requirements.txt
+    _fast_loads = None
+
+
+def _parse(content: bytes | str) -> Any:
+    """Parse JSON; ValueError if it is not (NaN and Infinity included)."""
+    if _fast_loads is not None:
+        try:
+            return _fast_loads(content)
+        except ValueError:  # orjson also refuses integers beyond 64 bits: the standard parser decides
+            pass
+    return _decode(content.decode("utf-8") if type(content) is bytes else content)
 
 
 class CheckFailed(Exception):
@@ -154,7 +171,7 @@ def json_body(resp: Any) -> Any:
     if not content:
         raise CheckFailed("json", "expected a JSON body, saw an empty body")
     try:
-        return _decode(content.decode("utf-8") if type(content) is bytes else content)
+        return _parse(content)
     except ValueError:
         raise CheckFailed("json", "expected a JSON body, saw invalid JSON") from None
 
@@ -234,11 +251,21 @@ def _product_problem(product: Any) -> str | None:
     return None
 
 
+def _valid_product(product: Any) -> bool:
+    """The same rules as _product_problem, without building a failure text (the hot path)."""
+    if type(product) is not dict:
+        return False
+    get = product.get
+    name, price, stock = get("name"), get("price"), get("stock")
+    return (type(name) is str and name != "" and type(get("description")) is str
+            and (type(price) is int or type(price) is float) and price >= 0
+            and type(stock) is int and stock >= 0 and type(get("category")) is str)
+
+
 def check_product(product: Any) -> dict:
     """name non-empty str, description str, price number >= 0, stock int >= 0, category str (bools rejected)."""
-    problem = _product_problem(product)
-    if problem:
-        raise CheckFailed("product_schema", problem)
+    if not _valid_product(product):
+        raise CheckFailed("product_schema", _product_problem(product) or "expected a valid product")
     return product
 
 
@@ -246,10 +273,11 @@ def check_product_list(data: Any) -> list[dict]:
     """A list of valid products with unique names."""
     if type(data) is not list:
         raise CheckFailed("product_list", f"expected a list, saw {_describe(data)}")
-    for product in data:
-        problem = _product_problem(product)
-        if problem:
-            raise CheckFailed("product_schema", problem)
+    if not all(map(_valid_product, data)):
+        for product in data:
+            problem = _product_problem(product)
+            if problem:
+                raise CheckFailed("product_schema", problem)
     if len({product["name"] for product in data}) != len(data):
         raise CheckFailed("product_list", "expected unique names, saw duplicates")
     return data
