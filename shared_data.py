@@ -33,9 +33,7 @@ class ProductCache:
 
     def refresh_all(self, products: Iterable[Product]) -> None:
         """Replace the whole view with a full listing (GET /products); its order carries no meaning."""
-        fresh: dict[str, Product] = {}
-        for product in products:
-            fresh[product["name"]] = product
+        fresh: dict[str, Product] = {product["name"]: product for product in products}
         with self._lock:
             if len(fresh) > self.max_products:
                 fresh = self._bounded(fresh)
@@ -101,7 +99,7 @@ class ProductCache:
             names = self._names
             if not names:
                 return None
-            return self._products[names[self._rng.randrange(len(names))]]
+            return self._products[names[int(self._rng.random() * len(names))]]
 
     def random_in_stock(self, min_stock: int = 1, attempts: int = 8) -> Product | None:
         """A random product with stock >= min_stock, or None if no cached product has that much."""
@@ -109,8 +107,9 @@ class ProductCache:
             names, products, rng = self._names, self._products, self._rng
             if not names:
                 return None
+            count, random = len(names), rng.random
             for _ in range(attempts):  # usually most products are in stock: a few random probes suffice
-                product = products[names[rng.randrange(len(names))]]
+                product = products[names[int(random() * count)]]
                 if product.get("stock", 0) >= min_stock:
                     return product
             candidates = [p for p in products.values() if p.get("stock", 0) >= min_stock]
