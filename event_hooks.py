@@ -24,6 +24,7 @@ import gevent
 from locust.runners import MasterRunner, WorkerRunner
 
 import inventory_oracle
+import latency_correction
 import monitoring
 import pacing
 import verdict
@@ -89,6 +90,7 @@ def _on_init(environment, **_kwargs) -> None:
     _watch_interrupts()
     _select_user_classes(environment)
     pacing.attach(environment)
+    latency_correction.install(environment)  # after pacing: listens only when an open model is active
     config = RUN.config
     if config.oracle.enabled:
         inventory_oracle.install(environment, config.oracle)
@@ -201,6 +203,7 @@ def build_summary(environment, consistency: dict[str, Any], custom: dict[str, An
         "thresholds": verdict.threshold_dicts(thresholds),
         "consistency": consistency,
         "open_model": pacing.achieved_vs_target(environment),
+        "corrected_latency": latency_correction.summary(environment),
         "monitoring": RUN.monitor.stats() if RUN.monitor is not None else None,
         "verdict": decision,
     }
