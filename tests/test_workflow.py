@@ -234,8 +234,9 @@ def _key_values(text: str) -> dict[str, str]:
 
 
 def _copy_repository(workspace: Path) -> None:
-    """What actions/checkout gives: the tracked files (as they are in the working tree)."""
-    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    """What actions/checkout gives: the repository's files as they are in the working tree (not ignored ones)."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, check=True).stdout
     for relative in filter(None, listed.decode().split("\0")):
         source = ROOT / relative
         if source.is_file():
