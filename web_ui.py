@@ -58,7 +58,7 @@ def install(environment, current_summary: Summary | None = None,
         {"key": TAB_KEY, "structure": [{"key": key, "title": title} for key, title in COLUMNS]}]
     waiter = VerdictWaiter(current_summary, VERDICT_WAIT_S)
 
-    from flask import request  # Flask comes with Locust; imported late so a headless process never needs it
+    from flask import request  # only processes with a web UI need Flask
 
     @web_ui.app.after_request
     def add_verdict_rows(response):
