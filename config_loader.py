@@ -81,7 +81,7 @@ class TestDataConfig(_Section):
 
 def _weights(names: tuple[str, ...], defaults: dict[str, int]):
     """A frozen model with one non-negative integer weight per task name."""
-    fields = {name: (int, Field(defaults.get(name, 1), ge=0)) for name in names}
+    fields = {name: (int, Field(defaults.get(name, 1), ge=0, strict=True)) for name in names}
     from pydantic import create_model
     return create_model("Weights", __base__=_Section, **fields)
 

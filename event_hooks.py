@@ -146,6 +146,7 @@ def _on_quitting(environment, **_kwargs) -> None:
     summary = finalize(environment)
     environment.process_exit_code = summary["verdict"]["exit_code"]
     _ensure_html_report(environment)
+    _write_final_csv(environment)
 
 
 # The end of a run ----------------------------------------------------------------------------------
@@ -298,7 +299,6 @@ def _prepare_contention(environment) -> None:
         return
     stock = RUN.config.contention.stock
     body = json.dumps({"name": name, "stock": stock}).encode()
-    started = time.time()
     outcome = "failed"
     try:
         request = urllib.request.Request(f"{host}/products/stock", data=body, method="PATCH",
@@ -309,7 +309,8 @@ def _prepare_contention(environment) -> None:
         outcome = "rejected" if 400 <= error.code < 500 else "failed"
     except OSError as error:
         logger.error("contention: could not set the stock of %r: %s", name, error)
-    inventory_oracle.recorder().stock_set(started, time.time(), name, stock, outcome)
+    # Not recorded in the ledger: the oracle's own test_start listener runs after this one, clears the
+    # ledger and snapshots the start stock, so this value is the oracle's starting point.
     logger.info("contention: %r set to stock %d (%s)", name, stock, outcome)
 
 
@@ -338,6 +339,24 @@ def _ensure_html_report(environment) -> None:
         path.write_text(get_html_report(environment, show_download_link=False), encoding="utf-8")
     except Exception as error:  # a report must never turn a finished run into a crash
         logger.error("could not write %s: %s", html_file, error)
+
+
+def _write_final_csv(environment) -> None:
+    """Locust rewrites its CSVs once a second and not at the end (locust#1806, #2299): write the final
+    stats, failures and exceptions so the CSVs agree with summary.json and the console."""
+    options = environment.parsed_options
+    prefix = getattr(options, "csv_prefix", None) if options else None
+    if not prefix:
+        return
+    from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
+    writer = StatsCSV(environment, PERCENTILES_TO_REPORT)
+    try:
+        for suffix, write in (("_stats.csv", writer.requests_csv), ("_failures.csv", writer.failures_csv),
+                              ("_exceptions.csv", writer.exceptions_csv)):
+            with open(prefix + suffix, "w", newline="", encoding="utf-8") as file:
+                write(csv.writer(file))
+    except OSError as error:
+        logger.error("could not write the final CSV files of %s: %s", prefix, error)
 
 
 def _iso(timestamp: float) -> str:

@@ -124,8 +124,8 @@ def record_dict(record: BuyRecord | StockSetRecord) -> dict[str, Any]:
     common = {"product": record.product, "start": _iso(record.start), "end": _iso(record.end),
               "duration_ms": round((record.end - record.start) * 1000, 3), "source": record.source}
     if isinstance(record, StockSetRecord):
-        return {"request": "Update_Product_Stock", **common, "stock": record.stock, "outcome": record.outcome}
-    evidence = {"request": "Buy_Product", **common, "quantity": record.quantity, "outcome": record.outcome}
+        return {"request": "stock update", **common, "stock": record.stock, "outcome": record.outcome}
+    evidence = {"request": "buy", **common, "quantity": record.quantity, "outcome": record.outcome}
     if record.remaining is not None:
         evidence["remaining"] = record.remaining
     if record.available is not None:

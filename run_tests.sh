@@ -133,6 +133,9 @@ trap cleanup EXIT
 
 # --- the target ------------------------------------------------------------------------------------
 RUN_ID="$(date -u +%Y%m%dT%H%M%SZ)"
+if [ "$MODE" != "worker" ] && [ -n "$HOST" ]; then   # before any results folder: nothing to report yet
+    check_health "$HOST" 5 || die "target $HOST is unreachable (GET /health failed): start the service or pass the right HOST" 3
+fi
 RESULTS_ROOT="${RESULTS_ROOT:-$ROOT/results}"
 RESULTS="$RESULTS_ROOT/$RUN_ID"
 if [ "$MODE" != "worker" ]; then
@@ -158,8 +161,6 @@ elif [ -z "$HOST" ]; then
     done
     check_health "$HOST" 2 || die "the bundled product-service did not start: see $RESULTS/service.log" 3
     echo "run_tests.sh: started the reference product-service at $HOST" >&2
-else
-    check_health "$HOST" 5 || die "target $HOST is unreachable (GET /health failed): start the service or pass the right HOST" 3
 fi
 
 # --- Locust ----------------------------------------------------------------------------------------

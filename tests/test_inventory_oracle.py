@@ -83,7 +83,7 @@ def test_conservation_counts_from_the_last_clean_stock_update():
     bad = check({P: 100}, {P: 18}, buys, [stock(3, 4, 20)])
     assert good.passed is True
     assert bad.passed is False and "stock went 20 -> 18" in bad.violations[0].message
-    assert bad.violations[0].to_dict()["evidence"][0]["request"] == "Update_Product_Stock"
+    assert bad.violations[0].to_dict()["evidence"][0]["request"] == "stock update"
 
 
 def test_two_overlapping_buys_reporting_the_same_remaining_are_a_lost_update():
