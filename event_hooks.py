@@ -246,6 +246,8 @@ def custom_table(custom: dict[str, Any]) -> str:
 
 def _select_user_classes(environment) -> None:
     """ContentionUser runs only when asked for (by class name or tag); classes left without tasks by tag filtering are dropped."""
+    if isinstance(environment.runner, WorkerRunner):
+        return  # the master decides which classes run (the UI's class picker may send ContentionUser)
     options = environment.parsed_options
     named = set(getattr(options, "user_classes", None) or []) if options else set()
     tags = set(getattr(options, "tags", None) or []) if options else set()

@@ -110,23 +110,23 @@ ensure_python requirements.txt
 "$PY" config_loader.py >/dev/null || exit 2
 
 # --- processes we own, stopped whatever happens ----------------------------------------------------
-SERVICE_PID="" LOCUST_PID="" WORKER_PIDS=() STOPPING=0
+SERVICE_PID="" LOCUST_PID="" WORKER_PIDS=()
 STOP_TIMEOUT="${STOP_TIMEOUT:-10}"
 cleanup() {
     local pid
     for pid in "${WORKER_PIDS[@]}" $LOCUST_PID $SERVICE_PID; do
         kill -0 "$pid" 2>/dev/null || continue
-        kill -TERM "$pid" 2>/dev/null
+        kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null   # the whole group: --processes forks
     done
     for pid in "${WORKER_PIDS[@]}" $LOCUST_PID $SERVICE_PID; do
         for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null
+        kill -KILL -- "-$pid" 2>/dev/null; kill -KILL "$pid" 2>/dev/null
     done
     wait 2>/dev/null
 }
 on_signal() {  # Ctrl-C or SIGTERM: let Locust stop its users and write its reports, then clean up
-    STOPPING=1
     [ -n "$LOCUST_PID" ] && kill -INT "$LOCUST_PID" 2>/dev/null
+    return 0
 }
 trap on_signal INT TERM
 trap cleanup EXIT
@@ -210,7 +210,8 @@ case "$MODE" in
             "${LOCUST_EXTRA[@]}"; CODE=$? ;;
 esac
 
-if [ "$MODE" != "worker" ] && [ -f "$RESULTS/stats_stats.csv" ] && [ "$ANALYSIS" = "1" ]; then
+if [ "$MODE" != "worker" ] && [ "$CODE" != "2" ] && [ "$ANALYSIS" = "1" ] \
+    && [ "$(wc -l < "$RESULTS/stats_stats.csv" 2>/dev/null || echo 0)" -gt 1 ]; then
     "$PY" analyze_results.py "$RESULTS" > "$RESULTS/analysis.log" 2>&1 \
         || echo "run_tests.sh: the analysis failed (the run's own verdict stands): see $RESULTS/analysis.log" >&2
 fi
