@@ -370,6 +370,38 @@ def test_faults_are_failures_with_their_reason_and_no_exception_escapes(suite, p
         assert "analysis failed" not in run.stderr
 
 
+@pytest.mark.parametrize("client", [
+    pytest.param("fast", marks=pytest.mark.xfail(strict=True, reason="validators.json_body reports a body that "
+                 "FastHttpUser got cut short as invalid JSON, not as a connection failure: fix in the report")),
+    "requests",
+])
+def test_body_cut_short_by_the_connection_is_a_connection_failure(client):
+    """200 announcing more body than arrives before the connection closes: the network, not the JSON, is at fault."""
+    from locust import FastHttpUser, HttpUser, constant, task
+    from locust.env import Environment
+
+    import gevent
+    from validators import expect_product_list
+
+    class Browser(FastHttpUser if client == "fast" else HttpUser):
+        wait_time = constant(0.05)
+
+        @task
+        def browse(self):
+            with self.client.get("/products", name="Get_All_Products", catch_response=True) as resp:
+                expect_product_list(resp)
+
+    with FaultProxy(free_port(), mode="cut") as proxy:
+        environment = Environment(user_classes=[Browser], host=proxy.url)
+        runner = environment.create_local_runner()
+        runner.start(1, spawn_rate=10)
+        gevent.sleep(0.5)
+        runner.quit()
+    errors = [str(entry.error) for entry in environment.stats.errors.values()]
+    assert proxy.requests["cut"] > 0 and errors
+    assert all("connection:" in error for error in errors), errors
+
+
 @pytest.mark.e2e
 def test_service_error_rate_500s_are_failures_not_crashes(suite, service_factory, tmp_path):
     faulty = service_factory("--error-rate", "0.3")
