@@ -142,7 +142,7 @@ def needed_files() -> set[str]:
     entry = {m[:-3] for m in re.findall(r"\b([A-Za-z_]\w*\.py)\b", script) if (ROOT / m).is_file()}
     entry |= {m for m in re.findall(r"-m\s+([A-Za-z_]\w*)", script) if _local_module_files(m)}
     assert {"locustfile", "product_service", "analyze_results", "config_loader"} <= entry, entry
-    needed = {"run_tests.sh", "config.yaml", "requirements.txt"}
+    needed = {"run_tests.sh", "config.yaml", "requirements.txt", "requirements.lock"}
     todo, seen = list(entry), set()
     while todo:
         name = todo.pop()
@@ -214,7 +214,7 @@ def test_image_is_slim_pinned_non_root_and_runs_the_ui_by_default():
     for setting in ("USE_SYSTEM_PYTHON=1", "WEB_HOST=0.0.0.0", "RESULTS_ROOT=/app/results"):
         assert setting in env.split(), setting
     install = next(args for kind, args in instructions if kind == "RUN" and "pip install" in args)
-    assert "-r requirements.txt" in install and "--no-cache-dir" in install
+    assert "-r requirements.txt" in install and "-c requirements.lock" in install and "--no-cache-dir" in install
 
 
 def test_image_copies_every_file_needed_at_run_time_and_nothing_else():
