@@ -77,7 +77,7 @@ async def _read_head(reader: asyncio.StreamReader) -> bytes:
         raise _Closed() from error
 
 
-async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str], writer=None) -> bytes:
+async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
     """The body announced by Content-Length or chunked encoding; relayed raw (framing kept)."""
     try:
         if "chunked" in headers.get("transfer-encoding", "").lower():
