@@ -97,6 +97,9 @@ def _on_init(environment, **_kwargs) -> None:
     web_ui.install(environment)
     RUN.monitor = monitoring.install(environment, config.monitoring.influxdb, influxdb_token(), RUN.run_id,
                                      custom_stats=STATS.snapshot)
+    # Locust arms the --run-time timer right after init; gevent's loop clock still reads the time the loop
+    # last ran (before the locustfile import and these listeners), so the run would end that much early.
+    gevent.get_hub().loop.update_now()
 
 
 def _on_test_start(environment, **_kwargs) -> None:
@@ -265,17 +268,19 @@ def _select_user_classes(environment) -> None:
 
 
 def _watch_interrupts() -> None:
-    """Remember a Ctrl-C (run_tests.sh turns SIGTERM into SIGINT too) so the summary says the run was cut short."""
-    previous = signal.getsignal(signal.SIGINT)
-    if not callable(previous):  # ignored when started in the background by a shell: take Ctrl-C back
-        previous = signal.default_int_handler
+    """Remember a Ctrl-C (run_tests.sh turns SIGTERM into SIGINT too) so the summary says the run was cut short.
 
-    def on_interrupt(signum, frame):
+    The KeyboardInterrupt goes to the main greenlet only, where locust.main catches it and shuts down: a
+    plain signal handler raises it in whichever greenlet happens to run (the hub, or on a master the one
+    that receives the workers' messages), which kills that greenlet and prints a traceback.
+    """
+    def on_interrupt() -> None:
         RUN.interrupted = True
-        return previous(signum, frame)
+        hub = gevent.get_hub()
+        hub.loop.run_callback(hub.parent.throw, KeyboardInterrupt)  # what gevent does with a KeyboardInterrupt
 
     try:
-        signal.signal(signal.SIGINT, on_interrupt)
+        gevent.signal_handler(signal.SIGINT, on_interrupt)
     except ValueError:  # not the main thread (an embedded Environment): nothing to watch
         pass
 

@@ -826,13 +826,18 @@ def _stop_local(environment) -> None:
 
 
 def _collect_from_workers(environment, state: _RunState) -> list[str]:
-    """Master: ask every worker that has not reported yet, wait (bounded); the ones that never answer."""
+    """Master: ask every worker that has not reported yet, wait (bounded); the ones that never answer.
+
+    Workers Locust marked missing (no heartbeat) or already removed cannot answer: they are not waited for.
+    """
+    from locust.runners import STATE_MISSING
     runner = environment.runner
     state.expected_workers |= set(runner.clients)
-    if state.expected_workers - state.reported_workers:
+    connected = {client.id for client in runner.clients.all if client.state != STATE_MISSING}
+    if connected - state.reported_workers:
         runner.send_message(MESSAGE_FLUSH, None)
     deadline = time.monotonic() + state.report_timeout_s + (environment.stop_timeout or 0)
-    while state.expected_workers - state.reported_workers and time.monotonic() < deadline:
+    while connected - state.reported_workers and time.monotonic() < deadline:
         time.sleep(0.05)
     return sorted(state.expected_workers - state.reported_workers)
 

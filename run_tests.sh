@@ -45,14 +45,27 @@ ensure_python() {
 
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-check_health() {  # URL -> 0 when GET /health answers 200 within the timeout
+check_health() {  # URL [TIMEOUT] -> 0 when GET /health answers 200 within the timeout; else prints why
     "$PY" - "$1" "${2:-3}" <<'PYEOF'
-import sys, urllib.request
+import sys, urllib.error, urllib.request
+timeout = float(sys.argv[2])
 try:
-    with urllib.request.urlopen(sys.argv[1].rstrip("/") + "/health", timeout=float(sys.argv[2])) as r:
-        sys.exit(0 if r.status == 200 else 1)
-except Exception:
+    with urllib.request.urlopen(sys.argv[1].rstrip("/") + "/health", timeout=timeout) as r:
+        status = r.status
+except urllib.error.HTTPError as error:
+    status = error.code
+except OSError as error:  # URLError wraps the cause in .reason; a read timeout arrives unwrapped
+    cause = getattr(error, "reason", error)
+    if isinstance(cause, ConnectionRefusedError):
+        print("connection refused: nothing listens there")
+    elif isinstance(cause, TimeoutError):
+        print(f"GET /health timed out after {timeout:g} s: it accepts connections but does not answer")
+    else:
+        print(f"GET /health failed: {cause}")
     sys.exit(1)
+if status != 200:
+    print(f"GET /health answered {status}")
+sys.exit(0 if status == 200 else 1)
 PYEOF
 }
 
@@ -134,7 +147,7 @@ trap cleanup EXIT
 # --- the target ------------------------------------------------------------------------------------
 RUN_ID="$(date -u +%Y%m%dT%H%M%SZ)"
 if [ "$MODE" != "worker" ] && [ -n "$HOST" ]; then   # before any results folder: nothing to report yet
-    check_health "$HOST" 5 || die "target $HOST is unreachable (GET /health failed): start the service or pass the right HOST" 3
+    WHY="$(check_health "$HOST" 5)" || die "target $HOST is unreachable ($WHY): start the service or pass the right HOST" 3
 fi
 RESULTS_ROOT="${RESULTS_ROOT:-$ROOT/results}"
 RESULTS="$RESULTS_ROOT/$RUN_ID"
@@ -155,11 +168,11 @@ elif [ -z "$HOST" ]; then
     SERVICE_PID=$!
     HOST="http://127.0.0.1:$PORT"
     for _ in $(seq 1 100); do
-        check_health "$HOST" 1 && break
+        check_health "$HOST" 1 >/dev/null && break
         kill -0 "$SERVICE_PID" 2>/dev/null || break
         sleep 0.2
     done
-    check_health "$HOST" 2 || die "the bundled product-service did not start: see $RESULTS/service.log" 3
+    WHY="$(check_health "$HOST" 2)" || die "the bundled product-service did not start ($WHY): see $RESULTS/service.log" 3
     echo "run_tests.sh: started the reference product-service at $HOST" >&2
 fi
 

@@ -169,11 +169,29 @@ def json_body(resp: Any) -> Any:
     except Exception as error:  # FastHttp reads the body lazily: a reset or timeout shows up here
         raise _transport_failure(error) from None
     if not content:
+        if _cut_short(resp, content):
+            raise CheckFailed("connection", "closed before the body announced by Content-Length")
         raise CheckFailed("json", "expected a JSON body, saw an empty body")
     try:
         return _parse(content)
     except ValueError:
+        if _cut_short(resp, content):
+            raise CheckFailed("connection", "closed before the body announced by Content-Length") from None
         raise CheckFailed("json", "expected a JSON body, saw invalid JSON") from None
+
+
+def _cut_short(resp: Any, content: bytes) -> bool:
+    """The body is shorter than its Content-Length (FastHttpUser hands over what arrived before the close)."""
+    headers = resp.headers
+    if headers is None or headers.get("Content-Encoding"):  # a decoded body has another length
+        return False
+    announced = headers.get("Content-Length")
+    if isinstance(announced, list):  # geventhttpclient returns a list for a repeated header
+        announced = announced[0] if announced else None
+    try:
+        return announced is not None and len(content) < int(announced)
+    except (TypeError, ValueError):
+        return False
 
 
 def _error_code_of(resp: Any) -> str | None:

@@ -286,8 +286,6 @@ def test_unreachable_target_leaves_no_empty_folder_and_keeps_latest(suite, tmp_p
 
 
 @pytest.mark.e2e
-@pytest.mark.xfail(strict=True, reason="run_tests.sh's check_health hides why /health failed "
-                                       "(fix in the fault-matrix report)")
 def test_unreachable_message_says_refused_or_timed_out(suite, stalled_port):
     refused = suite("headless", "1", "1", f"http://127.0.0.1:{free_port()}", name="refused")
     silent = suite("headless", "1", "1", f"http://127.0.0.1:{stalled_port}", name="silent")
@@ -374,8 +372,7 @@ def test_faults_are_failures_with_their_reason_and_no_exception_escapes(suite, p
 
 
 @pytest.mark.parametrize("client", [
-    pytest.param("fast", marks=pytest.mark.xfail(strict=True, reason="validators.json_body reports a body that "
-                 "FastHttpUser got cut short as invalid JSON, not as a connection failure: fix in the report")),
+    "fast",
     "requests",
 ])
 def test_body_cut_short_by_the_connection_is_a_connection_failure(client):
@@ -473,8 +470,6 @@ def test_interrupt_stops_in_time_leaves_no_process_and_keeps_results(interrupted
 
 
 @pytest.mark.e2e
-@pytest.mark.xfail(strict=True, reason="event_hooks._watch_interrupts raises KeyboardInterrupt in whichever greenlet "
-                                       "runs (traceback; on a master it kills the message loop): fix in the report")
 def test_interrupt_prints_no_traceback(interrupted):
     assert_no_traceback(interrupted.run, interrupted.folder)
 
@@ -532,8 +527,6 @@ def test_worker_killed_mid_run_master_carries_on_and_records_the_loss(lost_worke
 
 
 @pytest.mark.e2e
-@pytest.mark.xfail(strict=True, reason="inventory_oracle._collect_from_workers waits report_timeout_s + stop_timeout "
-                                       "for a worker Locust already marked missing: fix in the report")
 def test_lost_worker_does_not_delay_the_end_of_the_run(lost_worker):
     lines = lost_worker.run.stderr.splitlines()
     ended = _log_time(next(line for line in lines if "--run-time limit reached" in line))
@@ -583,8 +576,6 @@ def test_influxdb_token_never_appears_in_output_or_results(monitored_run):
 
 
 @pytest.mark.e2e
-@pytest.mark.xfail(strict=True, reason="headless -t ends early by the start-up time: gevent's loop clock is stale "
-                                       "when Locust arms the run-time timer (fix in the report: update_now in init)")
 def test_headless_run_lasts_its_full_duration(monitored_run):
     run, _code, folder = monitored_run
     summary = json.loads((folder / "summary.json").read_text())
