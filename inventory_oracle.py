@@ -50,7 +50,9 @@ Locust 2.47 event order this relies on (locust/runners.py, locust/main.py):
 
 Memory: one record is a 7-tuple without its source (the ledger knows its source): 152 bytes with its
 two floats, 182 when remainingStock is above 256 (tracemalloc, Python 3.11; tests/test_inventory_oracle.py
-asserts < 250), so the default max_records 200000 holds at most about 36 MB per process. The check of
+asserts < 250), so the default max_records 200000 holds at most about 36 MB per process. Product names
+are stored once per product: the name a task passes comes from a parsed response, a new string each
+time, which every record would otherwise keep alive (as much again per record). The check of
 300000 records over 20 products takes a few seconds on one core. Beyond max_records, records are dropped and their products
 listed in `dropped_products` (inconclusive).
 """
@@ -436,7 +438,7 @@ class InventoryRecorder:
     """
 
     __slots__ = ("max_records", "source", "_buys", "_sets", "_room", "dropped_products", "dropped_records",
-                 "_foreign")
+                 "_foreign", "_names")
 
     def __init__(self, max_records: int = 200_000, source: str = "local") -> None:
         self.max_records = max_records
@@ -447,12 +449,16 @@ class InventoryRecorder:
         self._buys: list[tuple] = []
         self._sets: list[tuple] = []
         self._room = max_records
+        # One string per product for all its records: the name a task passes comes from a parsed response,
+        # a new string each time, which a record would otherwise keep alive (as much again as the record).
+        self._names: dict[str, str] = {}
 
     def buy(self, start: float, end: float, product: str, quantity: int, outcome: str,
             remaining: int | None = None, available: int | None = None) -> None:
         if self._room > 0:
             self._room -= 1
-            self._buys.append((start, end, product, quantity, outcome, remaining, available))
+            self._buys.append((start, end, self._names.setdefault(product, product), quantity, outcome, remaining,
+                               available))
         else:
             self.dropped_records += 1
             self.dropped_products.add(product)
@@ -460,7 +466,7 @@ class InventoryRecorder:
     def stock_set(self, start: float, end: float, product: str, stock: int, outcome: str) -> None:
         if self._room > 0:
             self._room -= 1
-            self._sets.append((start, end, product, stock, outcome))
+            self._sets.append((start, end, self._names.setdefault(product, product), stock, outcome))
         else:
             self.dropped_records += 1
             self.dropped_products.add(product)
@@ -482,7 +488,7 @@ class InventoryRecorder:
         self.clear()
 
     def clear(self) -> None:
-        self._buys, self._sets, self._foreign = [], [], {}
+        self._buys, self._sets, self._foreign, self._names = [], [], {}, {}
         self._room = self.max_records
         self.dropped_products = set()
         self.dropped_records = 0
@@ -500,7 +506,7 @@ class InventoryRecorder:
         """This process's own records as a JSON/msgpack-able payload; the ledger starts empty again."""
         payload = {"source": self.source, "buys": self._buys, "stock_sets": self._sets,
                    "dropped_products": sorted(self.dropped_products), "dropped_records": self.dropped_records}
-        self._buys, self._sets = [], []
+        self._buys, self._sets, self._names = [], [], {}
         self._room = self.max_records
         self.dropped_products = set()
         self.dropped_records = 0
