@@ -122,7 +122,9 @@ def verdict_table(summary: dict[str, Any]) -> str:
     if consistency.get("enabled"):
         state = {True: "pass", False: "FAIL", None: "inconclusive"}[consistency.get("passed")]
         lines.append(f"{'consistency (inventory oracle)':<34}{'':>14}{consistency.get('products_checked', 0):>10} prod.  {state}")
-        for violation in consistency.get("violations", [])[:10]:
+        order = {"conservation": 0, "oversell": 1, "negative_stock": 2, "lost_update": 3}
+        violations = sorted(consistency.get("violations", []), key=lambda v: order.get(v["kind"], 9))
+        for violation in violations[:10]:
             lines.append(f"  {violation['kind']}: {violation['product']}: {violation['message']}")
     verdict = summary["verdict"]
     lines.append(f"verdict: {'PASS' if verdict['passed'] else 'FAIL'} (exit code {verdict['exit_code']})")
