@@ -53,6 +53,7 @@ class RunState:
         self.monitor = None
         self.finalized: dict[str, Any] | None = None
         self.interrupted = False
+        self.trimmer = None
 
 
 RUN = RunState()
@@ -108,6 +109,8 @@ def _on_test_start(environment, **_kwargs) -> None:
     RUN.peak_users = 0
     if isinstance(environment.runner, WorkerRunner):
         return
+    if RUN.trimmer is None or RUN.trimmer.dead:
+        RUN.trimmer = gevent.spawn(_trim_per_second_counters, environment)
     if any(cls.__name__ == CONTENTION_USER for cls in environment.user_classes):
         _prepare_contention(environment)
 
@@ -132,6 +135,26 @@ def _on_test_stop(environment, **_kwargs) -> None:
 def current_summary() -> dict[str, Any] | None:
     """The last finished run's summary (what summary.json holds), or None while a run is going on."""
     return RUN.finalized
+
+
+def _trim_per_second_counters(environment, keep_seconds: int = 60, every_seconds: float = 60.0) -> None:
+    """Keep soak runs flat: Locust keeps one requests-per-second counter per name per second forever,
+    but only the last ~12 s feed its current rate (reports use totals and stats.history)."""
+    while True:
+        gevent.sleep(every_seconds)
+        trim_per_second_counters(environment.stats, time.time() - keep_seconds)
+
+
+def trim_per_second_counters(stats, before: float) -> int:
+    """Drop per-second counters older than `before` (epoch seconds) from every entry; returns how many."""
+    cutoff, dropped = int(before), 0
+    for entry in (stats.total, *stats.entries.values()):
+        for counters in (entry.num_reqs_per_sec, entry.num_fail_per_sec):
+            old = [second for second in counters if second < cutoff]
+            for second in old:
+                del counters[second]
+            dropped += len(old)
+    return dropped
 
 
 def _send_run_stats(client_id, data, **_kwargs) -> None:

@@ -253,3 +253,4 @@ def test_entry_metrics_of_an_endpoint_without_requests_has_null_latencies():
     row = verdict.entry_metrics(stats.get("Health_Check", "GET"))
     assert row["requests"] == 0 and row["error_rate"] == 0.0
     assert all(row[key] is None for key in ("avg_ms", "min_ms", "max_ms", "p50_ms", "p95_ms", "p99_ms"))
+
