@@ -458,6 +458,27 @@ def summary_markdown(run: Run, charts: list[tuple[str, str]]) -> str:
         else:
             lines.append("No thresholds configured.")
 
+    open_model = s.get("open_model") if isinstance(s.get("open_model"), dict) else None
+    if open_model is not None:
+        lines += ["", "## Open model", "", f"{_mark(open_model.get('met'))} {md_escape(str(open_model.get('message', '')))}"]
+
+    corrected = s.get("corrected_latency") if isinstance(s.get("corrected_latency"), dict) else None
+    if corrected:
+        measured = {e.get("name"): e for e in s.get("endpoints", []) if isinstance(e, dict)}
+        measured["Aggregated"] = s.get("totals") or {}
+        lines += ["", "## Latency corrected for coordinated omission", "",
+                  "Measured from each request's intended start in the open model's schedule (as wrk2 does), "
+                  "beside Locust's own numbers, which start the clock when the request is actually sent.", ""]
+        rows = []
+        for name, row in sorted(corrected.items(), key=lambda item: (item[0] == "Aggregated", item[0])):
+            if not isinstance(row, dict):
+                continue
+            own = measured.get(name, {})
+            rows.append([str(name), str(row.get("count", "")),
+                         *(f"{_plain(own.get(key))} / {_plain(row.get(key))}" for key in ("p50_ms", "p95_ms", "p99_ms"))])
+        lines.append(md_table(("Request", "Count", "p50 ms (Locust / corrected)", "p95 ms (Locust / corrected)",
+                               "p99 ms (Locust / corrected)"), rows, left=1))
+
     consistency = s.get("consistency") if isinstance(s.get("consistency"), dict) else None
     if consistency is not None:
         lines += ["", "## Inventory consistency (oracle)", ""]

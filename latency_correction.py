@@ -129,7 +129,7 @@ def _percentiles(histogram: dict[int, int], count: int) -> dict[str, float | int
 
 def open_model_active(environment) -> bool:
     """True when pacing attached an open model (load_shape.target_rps or a stage's target_rps) to this runner."""
-    return pacing._attached.get(environment) is not None  # noqa: SLF001 - pacing keeps no public accessor
+    return pacing.open_model_active(environment)
 
 
 def install(environment) -> CorrectedLatency | None:

@@ -243,6 +243,11 @@ def attach(environment: Environment) -> None:
         _process_model.attach(environment)
 
 
+def open_model_active(environment: Environment) -> bool:
+    """True when an open model (load_shape.target_rps or a stage's target_rps) paces this runner's users."""
+    return _attached.get(environment) is not None
+
+
 def achieved_vs_target(environment: Environment) -> dict | None:
     """The attached OpenModel's report as a dict for summary.json, or None without an open model."""
     model = _attached.get(environment)
