@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -316,7 +317,7 @@ def _task_selected(task, tags: set[str], excluded: set[str]) -> bool:
 
 
 def _usage_error(message: str) -> int:
-    print(f"usage error: {message}", flush=True)
+    print(f"usage error: {message}", file=sys.stderr, flush=True)
     return 2
 
 
