@@ -48,19 +48,22 @@ Locust 2.47 event order this relies on (locust/runners.py, locust/main.py):
   then the work moves to a separate greenlet so that loop keeps receiving records.
 - Event listeners must not raise: Locust turns any exception in a listener into exit code 2.
 
-Memory: one record is a 7-tuple without its source (the ledger knows its source): 152 bytes with its
-two floats, 182 when remainingStock is above 256 (tracemalloc, Python 3.11; tests/test_inventory_oracle.py
-asserts < 250), so the default max_records 200000 holds at most about 36 MB per process. Product names
-are stored once per product: the name a task passes comes from a parsed response, a new string each
-time, which every record would otherwise keep alive (as much again per record). The check of
-300000 records over 20 products takes a few seconds on one core. Beyond max_records, records are dropped and their products
-listed in `dropped_products` (inconclusive).
+Memory: the ledger stores each record as one packed binary row, not as Python objects: 45 bytes a buy,
+29 a stock update (start/end as float64, the product as an index into a per-ledger name table, integers
+as int64, the outcome as a one-byte code), plus at most 1/8 growth slack of its bytearray; measured with
+tracemalloc, under 55 bytes a record (tests/test_inventory_oracle.py asserts < 80; a tuple per record was
+152-182 bytes). The default max_records 200000 holds at most about 10 MB per process (was 36 MB). Product
+names are stored once per product: the name a task passes comes from a parsed response, a new string
+each time, which a record must not keep alive. The tuples exist only when records() or drain() builds
+them at the end. The check of 300000 records over 20 products takes a few seconds on one core. Beyond
+max_records, records are dropped and their products listed in `dropped_products` (inconclusive).
 """
 from __future__ import annotations
 
 import json
 import logging
 import re
+import struct
 import sys
 import time
 import urllib.error
@@ -430,35 +433,65 @@ def _conservation(product, buys, sets, skew, start_stock, final_stock, start_err
 
 # The ledger ---------------------------------------------------------------------------------------
 
-class InventoryRecorder:
-    """A bounded, append-only ledger of one process's buys and stock updates (hot path: one tuple append).
+# One record is one fixed-width binary row: native byte order, standard sizes, no padding.
+# Buy: start, end (float64), product (int32 index into the ledger's name table), quantity (int64), outcome
+# (int8 code), remaining, available (int64; _NONE stands for None). Stock update: start, end, product, stock, outcome.
+_BUY_ROW = struct.Struct("=ddiqbqq")  # 45 bytes
+_SET_ROW = struct.Struct("=ddiqb")  # 29 bytes
+_NONE = -2**63  # int64 minimum: None in remaining/available (the real value -2**63 is stored out of line)
+_NOT_PACKABLE = object()  # struct refuses it, so the record takes the exact (out-of-line) path
+_BUY_CODE = {outcome: code for code, outcome in enumerate(BUY_OUTCOMES)}
+_SET_CODE = {outcome: code for code, outcome in enumerate(STOCK_SET_OUTCOMES)}
+_UNPACKABLE = (KeyError, TypeError, OverflowError, struct.error)
 
-    Records from other processes (absorb) are kept per source and are not bounded here: each worker
-    already bounded its own.
+
+class InventoryRecorder:
+    """A bounded, append-only ledger of one process's buys and stock updates (hot path: one struct row appended).
+
+    Records are packed rows in two bytearrays, 45 bytes a buy and 29 a stock update (plus the bytearray's
+    growth slack, at most 1/8): no Python object per record. Product names go into a per-ledger name table
+    (one string per product) and outcomes into small codes. A record whose fields do not fit (a new product
+    name first, then: an outcome outside the contract, an integer beyond 64 bits, a non-number) is kept
+    exactly as given in a side table, with a placeholder row. `records()` and `drain()` build the
+    BuyRecord / StockSetRecord tuples and the payload rows only when called. Times come back as floats.
+
+    Records from other processes (absorb) are kept per source, packed the same way, and are not bounded
+    here: each worker already bounded its own.
     """
 
     __slots__ = ("max_records", "source", "_buys", "_sets", "_room", "dropped_products", "dropped_records",
-                 "_foreign", "_names")
+                 "_foreign", "_index", "_names", "_odd_buys", "_odd_sets")
 
     def __init__(self, max_records: int = 200_000, source: str = "local") -> None:
         self.max_records = max_records
         self.source = source
-        self._foreign: dict[str, tuple[list, list]] = {}
+        self._foreign: dict[str, InventoryRecorder] = {}
         self.dropped_products: set[str] = set()
         self.dropped_records = 0
-        self._buys: list[tuple] = []
-        self._sets: list[tuple] = []
-        self._room = max_records
+        self._reset_own()
+
+    def _reset_own(self) -> None:
+        self._buys = bytearray()
+        self._sets = bytearray()
+        self._room = self.max_records
         # One string per product for all its records: the name a task passes comes from a parsed response,
-        # a new string each time, which a record would otherwise keep alive (as much again as the record).
-        self._names: dict[str, str] = {}
+        # a new string each time; the row keeps only its index here.
+        self._index: dict[str, int] = {}
+        self._names: list[str] = []
+        self._odd_buys: dict[int, tuple] = {}  # row number -> the record as given, when it does not pack
+        self._odd_sets: dict[int, tuple] = {}
 
     def buy(self, start: float, end: float, product: str, quantity: int, outcome: str,
             remaining: int | None = None, available: int | None = None) -> None:
         if self._room > 0:
             self._room -= 1
-            self._buys.append((start, end, self._names.setdefault(product, product), quantity, outcome, remaining,
-                               available))
+            try:
+                self._buys += _BUY_ROW.pack(
+                    start, end, self._index[product], quantity, _BUY_CODE[outcome],
+                    _NONE if remaining is None else remaining if remaining != _NONE else _NOT_PACKABLE,
+                    _NONE if available is None else available if available != _NONE else _NOT_PACKABLE)
+            except _UNPACKABLE:
+                self._buy_slow((start, end, product, quantity, outcome, remaining, available))
         else:
             self.dropped_records += 1
             self.dropped_products.add(product)
@@ -466,18 +499,53 @@ class InventoryRecorder:
     def stock_set(self, start: float, end: float, product: str, stock: int, outcome: str) -> None:
         if self._room > 0:
             self._room -= 1
-            self._sets.append((start, end, self._names.setdefault(product, product), stock, outcome))
+            try:
+                self._sets += _SET_ROW.pack(start, end, self._index[product], stock, _SET_CODE[outcome])
+            except _UNPACKABLE:
+                self._set_slow((start, end, product, stock, outcome))
         else:
             self.dropped_records += 1
             self.dropped_products.add(product)
+
+    def _name_index(self, product) -> int:
+        index = self._index.get(product)
+        if index is None:
+            index = self._index[product] = len(self._names)
+            self._names.append(product)
+        return index
+
+    def _buy_slow(self, row: tuple) -> None:
+        """A buy the hot path could not pack: a new product name (then packed), or fields kept exactly."""
+        start, end, product, quantity, outcome, remaining, available = row
+        try:
+            if remaining == _NONE or available == _NONE:
+                raise TypeError("the None sentinel as a value")
+            packed = _BUY_ROW.pack(start, end, self._name_index(product), quantity, _BUY_CODE[outcome],
+                                   _NONE if remaining is None else remaining, _NONE if available is None else available)
+        except _UNPACKABLE:
+            self._odd_buys[len(self._buys) // _BUY_ROW.size] = row
+            packed = bytes(_BUY_ROW.size)
+        self._buys += packed
+
+    def _set_slow(self, row: tuple) -> None:
+        start, end, product, stock, outcome = row
+        try:
+            packed = _SET_ROW.pack(start, end, self._name_index(product), stock, _SET_CODE[outcome])
+        except _UNPACKABLE:
+            self._odd_sets[len(self._sets) // _SET_ROW.size] = row
+            packed = bytes(_SET_ROW.size)
+        self._sets += packed
 
     def buying(self, product: str, quantity: int) -> "PendingBuy":
         """`with recorder.buying(name, q) as buy: ...; buy.done(kind, remaining, available)`: records
         outcome "failed" if the block exits without done() (timeout, exception, the user being killed)."""
         return PendingBuy(self, product, quantity)
 
+    def _own_len(self) -> int:
+        return len(self._buys) // _BUY_ROW.size + len(self._sets) // _SET_ROW.size
+
     def __len__(self) -> int:
-        return len(self._buys) + len(self._sets) + sum(len(b) + len(s) for b, s in self._foreign.values())
+        return self._own_len() + sum(ledger._own_len() for ledger in self._foreign.values())
 
     def configure(self, max_records: int | None = None, source: str | None = None) -> None:
         """Set the bound and this process's source name; clears everything."""
@@ -488,26 +556,45 @@ class InventoryRecorder:
         self.clear()
 
     def clear(self) -> None:
-        self._buys, self._sets, self._foreign, self._names = [], [], {}, {}
-        self._room = self.max_records
+        self._reset_own()
+        self._foreign = {}
         self.dropped_products = set()
         self.dropped_records = 0
 
+    def _rows(self) -> tuple[list[tuple], list[tuple]]:
+        """This ledger's own records as plain tuples (without their source), in recording order."""
+        names, none, buy_outcomes, set_outcomes = self._names, _NONE, BUY_OUTCOMES, STOCK_SET_OUTCOMES
+        buys = [(start, end, names[product], quantity, buy_outcomes[outcome],
+                 None if remaining == none else remaining, None if available == none else available)
+                for start, end, product, quantity, outcome, remaining, available in _BUY_ROW.iter_unpack(self._buys)]
+        sets = [(start, end, names[product], stock, set_outcomes[outcome])
+                for start, end, product, stock, outcome in _SET_ROW.iter_unpack(self._sets)]
+        for number, row in self._odd_buys.items():
+            buys[number] = row
+        for number, row in self._odd_sets.items():
+            sets[number] = row
+        return buys, sets
+
     def records(self) -> tuple[list[BuyRecord], list[StockSetRecord]]:
         """Every record held (own and absorbed), as BuyRecord / StockSetRecord with their sources."""
-        buys = [BuyRecord(*t, self.source) for t in self._buys]
-        sets = [StockSetRecord(*t, self.source) for t in self._sets]
-        for source, (foreign_buys, foreign_sets) in self._foreign.items():
-            buys += [BuyRecord(*t, source) for t in foreign_buys]
-            sets += [StockSetRecord(*t, source) for t in foreign_sets]
+        buys: list[BuyRecord] = []
+        sets: list[StockSetRecord] = []
+        for source, ledger in ((self.source, self), *self._foreign.items()):
+            own_buys, own_sets = ledger._rows()
+            buys += [BuyRecord(*row, source) for row in own_buys]
+            sets += [StockSetRecord(*row, source) for row in own_sets]
         return buys, sets
 
     def drain(self) -> dict[str, Any]:
-        """This process's own records as a JSON/msgpack-able payload; the ledger starts empty again."""
-        payload = {"source": self.source, "buys": self._buys, "stock_sets": self._sets,
+        """This process's own records as a JSON/msgpack-able payload; the ledger starts empty again.
+
+        "buys" rows are (start, end, product, quantity, outcome, remaining, available), "stock_sets" rows
+        (start, end, product, stock, outcome): built here, from the packed rows.
+        """
+        buys, sets = self._rows()
+        payload = {"source": self.source, "buys": buys, "stock_sets": sets,
                    "dropped_products": sorted(self.dropped_products), "dropped_records": self.dropped_records}
-        self._buys, self._sets, self._names = [], [], {}
-        self._room = self.max_records
+        self._reset_own()
         self.dropped_products = set()
         self.dropped_records = 0
         return payload
@@ -515,9 +602,13 @@ class InventoryRecorder:
     def absorb(self, payload: dict[str, Any], source: str | None = None) -> None:
         """Add a payload (or one chunk of it) from drain(), keeping its source for clock-skew handling."""
         source = source or payload.get("source") or "unknown"
-        buys, sets = self._foreign.setdefault(source, ([], []))
-        buys.extend(tuple(row) for row in payload.get("buys", ()))
-        sets.extend(tuple(row) for row in payload.get("stock_sets", ()))
+        ledger = self._foreign.get(source)
+        if ledger is None:
+            ledger = self._foreign[source] = InventoryRecorder(max_records=sys.maxsize, source=source)
+        for row in payload.get("buys", ()):
+            ledger.buy(*row)
+        for row in payload.get("stock_sets", ()):
+            ledger.stock_set(*row)
         self.dropped_products.update(payload.get("dropped_products", ()))
         self.dropped_records += int(payload.get("dropped_records", 0))
 
