@@ -194,7 +194,7 @@ class MonitoringConfig(_Section):
 
 class OracleConfig(_Section):
     enabled: bool = True
-    max_records: int = Field(200_000, ge=100)
+    max_records: int = Field(800_000, ge=100)
     clock_skew_ms: float = Field(50.0, ge=0)
 
 

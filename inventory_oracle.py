@@ -52,7 +52,7 @@ Memory: the ledger stores each record as one packed binary row, not as Python ob
 29 a stock update (start/end as float64, the product as an index into a per-ledger name table, integers
 as int64, the outcome as a one-byte code), plus at most 1/8 growth slack of its bytearray; measured with
 tracemalloc, under 55 bytes a record (tests/test_inventory_oracle.py asserts < 80; a tuple per record was
-152-182 bytes). The default max_records 200000 holds at most about 10 MB per process (was 36 MB). Product
+152-182 bytes). The default max_records 800000 holds at most about 36 MB per process (hours of steady load). Product
 names are stored once per product: the name a task passes comes from a parsed response, a new string
 each time, which a record must not keep alive. The tuples exist only when records() or drain() builds
 them at the end. The check of 300000 records over 20 products takes a few seconds on one core. Beyond
@@ -462,7 +462,7 @@ class InventoryRecorder:
     __slots__ = ("max_records", "source", "_buys", "_sets", "_room", "dropped_products", "dropped_records",
                  "_foreign", "_index", "_names", "_odd_buys", "_odd_sets")
 
-    def __init__(self, max_records: int = 200_000, source: str = "local") -> None:
+    def __init__(self, max_records: int = 800_000, source: str = "local") -> None:
         self.max_records = max_records
         self.source = source
         self._foreign: dict[str, InventoryRecorder] = {}
