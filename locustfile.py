@@ -253,21 +253,14 @@ class AdminUser(ShopUser):
     tasks = _mix("browse_all_products", "update_stock", "invalid_stock_payload", "health_check")
 
 
-class ContentionUser(_client_base()):
+class ContentionUser(ShopUser):
     """Many users buying one product with no wait (tag contention; off unless selected).
 
     The product's stock is set once per run before traffic (event_hooks); the oracle then decides
     whether the service lost updates or oversold.
     """
 
-    host = CONFIG.service.base_url
     wait_time = constant(0)
-    network_timeout = CONFIG.service.request_timeout_seconds
-    connection_timeout = CONFIG.service.request_timeout_seconds
-
-    def on_start(self) -> None:
-        if not isinstance(self, FastHttpUser):
-            self.client.request = _with_timeout(self.client.request, CONFIG.service.request_timeout_seconds)
 
     @tag("contention")
     def buy_contended_product(self) -> None:
