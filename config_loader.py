@@ -121,9 +121,9 @@ class Stage(_Section):
 
 class StagedShape(_Section):
     stages: tuple[Stage, ...] = (
-        Stage(duration=30, users=10, spawn_rate=2),
+        Stage(duration=30, users=10, spawn_rate=0.34),
         Stage(duration=60, users=10, spawn_rate=2),
-        Stage(duration=20, users=0, spawn_rate=5),
+        Stage(duration=20, users=0, spawn_rate=0.5),
     )
 
     @field_validator("stages")

@@ -15,7 +15,7 @@ from locust.runners import MasterRunner, WorkerRunner
 
 import custom_load_shape
 import pacing
-from config_loader import ConfigError, LoadShapeConfig, parse_config
+from config_loader import load_config, ConfigError, LoadShapeConfig, parse_config
 from custom_load_shape import ProfileShape, ascii_plot, profile_for, shape_class_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,7 +70,7 @@ def test_default_staged_profile_ramps_up_holds_and_ramps_down_then_stops():
     assert issubclass(cls, ProfileShape) and cls.__name__ == "StagedLoadShape" and not cls.abstract
     assert cls.profile.total_duration == 110
     got = ticks(cls, [0, 15, 29.99, 30, 60, 89.99, 90, 100, 109.99, 110, 500])
-    assert got == [(10, 2), (10, 2), (10, 2), (10, 2), (10, 2), (10, 2), (0, 5), (0, 5), (0, 5), None, None]
+    assert got == [(10, 0.34), (10, 0.34), (10, 0.34), (10, 2), (10, 2), (10, 2), (0, 0.5), (0, 0.5), (0, 0.5), None, None]
 
 
 def test_staged_ticks_follow_configured_stages_at_boundaries_and_mid_stage():
@@ -200,11 +200,17 @@ def test_ascii_plot_column_heights_follow_the_profile():
     assert heights == [10] * 10 + [5] * 10 + [0] * 10
 
 
-def test_docs_embed_the_plots_generated_from_the_shape_code():
-    doc = (ROOT / "docs" / "load_shapes.md").read_text()
+@pytest.mark.parametrize("document", ["docs/load_shapes.md", "README.md"])
+def test_docs_embed_the_plots_generated_from_the_shape_code(document):
+    doc = (ROOT / document).read_text()
     for name in ("staged", "spike", "step"):
         plot = ascii_plot(profile_for(parse_config({}).load_shape, name))
-        assert plot in doc, f"docs/load_shapes.md is out of date for {name}: regenerate it with --plot {name}"
+        assert plot in doc, f"{document} is out of date for {name}: regenerate it with --plot {name}"
+
+
+def test_shipped_config_yaml_has_the_default_shapes():
+    """The pictures are drawn from the defaults; config.yaml must ship the same profiles."""
+    assert load_config(ROOT / "config.yaml", env={}).load_shape == parse_config({}).load_shape
 
 
 # --- open-model pacing ------------------------------------------------------------------------------
