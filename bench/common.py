@@ -116,6 +116,17 @@ def start_service(workdir: Path, *flags: str, core: int | None = None) -> tuple[
     return proc, url
 
 
+def start_target(workdir: Path, target: str, config, core: int | None
+                 ) -> tuple[subprocess.Popen, str, list[dict], list[str]]:
+    """The bench target: canned nginx or the reference service -> (process, url, its products, body collisions)."""
+    if target == "nginx":
+        products, _ = pick_bench_products(config)
+        proc, url, collisions = start_canned_nginx(workdir, products, config, core)
+        return proc, url, products, collisions
+    proc, url = start_service(workdir, core=core)
+    return proc, url, get_json(url + "/products")["data"], []
+
+
 def get_json(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=10) as resp:
         return json.loads(resp.read())

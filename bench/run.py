@@ -292,13 +292,7 @@ def main() -> int:
         work = Path(tmp)
         work.chmod(0o755)
         config_path, config = bench_config(work, args.target)
-        collisions: list[str] = []
-        if args.target == "nginx":
-            products, _ = common.pick_bench_products(config)
-            target_proc, url, collisions = common.start_canned_nginx(work, products, config, target_core)
-        else:
-            target_proc, url = common.start_service(work, core=target_core)
-            products = common.get_json(url + "/products")["data"]
+        target_proc, url, products, collisions = common.start_target(work, args.target, config, target_core)
         mix_path, lua = write_mix(work, products, config)
         env = {"CONFIG_PATH": str(config_path), "BENCH_MIX": str(mix_path)}
         print(f"bench: {args.target} at {url}, generator on core {gen_core}, target on core {target_core}, "

@@ -60,12 +60,7 @@ def main() -> int:
         work = Path(tmp)
         work.chmod(0o755)
         config_path, config = bench_config(work, args.target, target_rps=args.rps)
-        if args.target == "nginx":
-            products, _ = common.pick_bench_products(config)
-            target, url, _ = common.start_canned_nginx(work, products, config, target_core)
-        else:
-            target, url = common.start_service(work, core=target_core)
-            products = common.get_json(url + "/products")["data"]
+        target, url, products, _ = common.start_target(work, args.target, config, target_core)
         mix_path, _ = write_mix(work, products, config)
         env = {**os.environ, "CONFIG_PATH": str(config_path), "SERVICE_CLIENT": args.client,
                "PYTHONPATH": str(ROOT), "NO_PROXY": "127.0.0.1", "BENCH_MIX": str(mix_path),
