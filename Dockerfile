@@ -25,9 +25,10 @@ RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin locust \
     && mkdir -p /app/results \
     && chown 10001:10001 /app/results
 
-# Only what runs: the suite's top-level modules, its configuration, the runner script and the reference
-# service (tests/test_docker.py checks this against the imports; .dockerignore keeps the rest out).
+# Only what runs: the suite's front doors, the loadsuite package behind them, its configuration, the runner
+# script and the reference service (tests/test_docker.py checks this against the imports; .dockerignore keeps the rest out).
 COPY *.py config.yaml run_tests.sh ./
+COPY loadsuite/ ./loadsuite/
 COPY product_service/ ./product_service/
 
 USER 10001:10001

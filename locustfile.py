@@ -3,8 +3,8 @@
 Run it through ./run_tests.sh (it starts the bundled reference service when no host is given), or as
 `locust -f locustfile.py --host URL`. Where things live: config.yaml (every knob), validators.py (what
 the contract promises), shared_data.py (the product cache), test_data.py (edge cases and invalid
-payloads), inventory_oracle.py (consistency), event_hooks.py (stats, verdict and reports; all event
-listeners are registered there, from the last line of this file), custom_load_shape.py (shapes).
+payloads), event_hooks.py (every event listener, attached from the last line of this file),
+custom_load_shape.py (shapes); the machinery behind them is the loadsuite/ package (docs/architecture.md).
 """
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ from locust import FastHttpUser, HttpUser, between, constant, events, tag
 import event_hooks
 from config_loader import get_config_or_exit
 from custom_load_shape import all_shape_classes, shape_class_or_exit
-from inventory_oracle import recorder
-from pacing import paced_wait_time
-from shared_data import product_cache
+from loadsuite.names import ALL_USER_TYPES, USER_TYPE_TASKS
+from loadsuite.openmodel.pacing import paced_wait_time
+from loadsuite.oracle import recorder
+from shared_data import ProductCache
 from test_data import EDGE_CASES, INVALID_BUY_PAYLOADS, INVALID_STOCK_PAYLOADS
 from validators import (
     expect_buy,
@@ -34,7 +35,7 @@ from validators import (
 
 CONFIG = get_config_or_exit()
 DATA = CONFIG.test_data
-CACHE = product_cache()
+CACHE = ProductCache(CONFIG.cache.max_products)
 LEDGER = recorder()
 
 # Work done once, not per request: category URLs and request names, edge-case request names.
@@ -46,7 +47,6 @@ CATEGORY_REQUESTS = tuple(
 EDGE_CASE_NAMES = {case.label: f"Edge_Case_{case.label}" for case in EDGE_CASES}
 BEYOND_STOCK_QUANTITY = 1_000_000
 THINK_TIME = between(CONFIG.wait_time.min_seconds, CONFIG.wait_time.max_seconds)
-USER_TYPE_NAMES = ["ProductServiceUser", "BrowserUser", "ShopperUser", "AdminUser", "ContentionUser"]
 
 
 def _client_base():
@@ -212,45 +212,38 @@ def _stock_outcome(status: int, updated: bool) -> str:
     return "rejected" if 400 <= status < 500 else "failed"
 
 
-def _mix(*task_names: str) -> dict:
-    """The weighted task dict of a user type, from scenario_weights and negative_weights."""
+def _mix(user_type: str) -> dict:
+    """The weighted task dict of a user type (loadsuite.names.USER_TYPE_TASKS), weights from config.yaml."""
     weights = {**CONFIG.scenario_weights.model_dump(), **CONFIG.negative_weights.model_dump()}
-    return {getattr(ShopUser, name): weights[name] for name in task_names if weights[name] > 0}
-
-
-HAPPY = ("browse_all_products", "get_products_by_category", "get_product_details", "buy_product",
-         "update_stock", "hit_invalid_path", "health_check", "edge_case")
-NEGATIVE = ("details_unknown_product", "buy_unknown_product", "buy_beyond_stock", "invalid_buy_payload",
-            "invalid_stock_payload", "missing_category")
+    return {getattr(ShopUser, name): weights[name] for name in USER_TYPE_TASKS[user_type] if weights[name] > 0}
 
 
 class ProductServiceUser(ShopUser):
     """The full mix: every happy path, edge case and negative path."""
 
     weight = CONFIG.user_types.ProductServiceUser
-    tasks = _mix(*HAPPY, *NEGATIVE)
+    tasks = _mix("ProductServiceUser")
 
 
 class BrowserUser(ShopUser):
     """Reads only: lists, categories, details, health."""
 
     weight = CONFIG.user_types.BrowserUser
-    tasks = _mix("browse_all_products", "get_products_by_category", "get_product_details", "health_check")
+    tasks = _mix("BrowserUser")
 
 
 class ShopperUser(ShopUser):
     """Browses and buys, including the buys the shop must refuse."""
 
     weight = CONFIG.user_types.ShopperUser
-    tasks = _mix("browse_all_products", "get_product_details", "buy_product", "buy_unknown_product",
-                 "buy_beyond_stock", "invalid_buy_payload")
+    tasks = _mix("ShopperUser")
 
 
 class AdminUser(ShopUser):
     """Restocks products and watches health."""
 
     weight = CONFIG.user_types.AdminUser
-    tasks = _mix("browse_all_products", "update_stock", "invalid_stock_payload", "health_check")
+    tasks = _mix("AdminUser")
 
 
 class ContentionUser(ShopUser):
@@ -264,7 +257,7 @@ class ContentionUser(ShopUser):
 
     @tag("contention")
     def buy_contended_product(self) -> None:
-        name = event_hooks.contended_product(self.host)
+        name = SUITE.contended_product(self.host)
         if name is None:
             return
         quantity = CONFIG.contention.quantity
@@ -279,10 +272,10 @@ class ContentionUser(ShopUser):
 
 # Locust runs the LoadTestShape it finds in this module; the web UI's class picker offers all of them.
 if "--class-picker" in sys.argv:
-    globals().update(all_shape_classes(CONFIG.load_shape, USER_TYPE_NAMES))
+    globals().update(all_shape_classes(CONFIG.load_shape, ALL_USER_TYPES))
 else:
-    SelectedShape = shape_class_or_exit(CONFIG.load_shape, USER_TYPE_NAMES)
+    SelectedShape = shape_class_or_exit(CONFIG.load_shape, ALL_USER_TYPES)
     if SelectedShape is None:
         del SelectedShape
 
-event_hooks.register(events, CONFIG)
+SUITE = event_hooks.register(events, CONFIG)

@@ -7,21 +7,16 @@
 #   ./run_tests.sh master [USERS] [DURATION_S] [HOST] [options] [-- locust args]   (waits for workers)
 #   ./run_tests.sh worker MASTER_HOST [options] [-- locust args]
 #   ./run_tests.sh test [pytest args]                                the project's tests
+#   ./run_tests.sh --help                                            every mode and option
 #
-# Options: --shape staged|spike|step   --client fast|requests   --threshold KEY=VALUE (repeatable,
-#   e.g. p95_ms=500 or Buy_Product.p99_ms=900)   --config FILE   --spawn-rate R   --no-analysis
-# With no HOST the bundled reference service is started on a free port with a fresh database and
-# stopped afterwards. Every run writes results/<UTC timestamp>/ and points results/latest at it
-# (RESULTS_ROOT=DIR puts them elsewhere).
-# Exit codes: 0 passed, 1 a threshold or the consistency oracle failed, 2 bad configuration or
-# usage, 3 target unreachable.
+# This script keeps what belongs in a shell (the virtualenv, processes, signals); the arguments are
+# parsed and validated by loadsuite/cli/run_args.py before any traffic.
 set -uo pipefail
 set -m  # background jobs keep SIGINT (bash ignores it in them otherwise), so Ctrl-C can be forwarded to Locust
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$ROOT"
 
-usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 die() { echo "run_tests.sh: $1" >&2; exit "${2:-2}"; }
 
 # --- the virtualenv -------------------------------------------------------------------------------
@@ -44,83 +39,17 @@ ensure_python() {
 }
 
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-
-check_health() {  # URL [TIMEOUT] -> 0 when GET /health answers 200 within the timeout; else prints why
-    "$PY" - "$1" "${2:-3}" <<'PYEOF'
-import sys, urllib.error, urllib.request
-timeout = float(sys.argv[2])
-try:
-    with urllib.request.urlopen(sys.argv[1].rstrip("/") + "/health", timeout=timeout) as r:
-        status = r.status
-except urllib.error.HTTPError as error:
-    status = error.code
-except OSError as error:  # URLError wraps the cause in .reason; a read timeout arrives unwrapped
-    cause = getattr(error, "reason", error)
-    if isinstance(cause, ConnectionRefusedError):
-        print("connection refused: nothing listens there")
-    elif isinstance(cause, TimeoutError):
-        print(f"GET /health timed out after {timeout:g} s: it accepts connections but does not answer")
-    else:
-        print(f"GET /health failed: {cause}")
-    sys.exit(1)
-if status != 200:
-    print(f"GET /health answered {status}")
-sys.exit(0 if status == 200 else 1)
-PYEOF
-}
+check_health() { "$PY" -m loadsuite.cli.health "$1" "${2:-3}"; }  # URL [DEADLINE_S]: 0 when /health answers 200
 
 # --- arguments ------------------------------------------------------------------------------------
-MODE="${1:-}"
-[ -n "$MODE" ] || { usage; exit 2; }
-shift
-case "$MODE" in -h|--help|help) usage; exit 0 ;; esac
-
-POSITIONAL=() LOCUST_EXTRA=() THRESHOLD_LIST=() SHAPE="" CLIENT="" SPAWN_RATE="" ANALYSIS=1
-if [ "$MODE" = "test" ]; then
+if [ "${1:-}" = "test" ]; then
+    shift
     ensure_python requirements-dev.txt
     exec "$PY" -m pytest "$@"
 fi
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --) shift; LOCUST_EXTRA=("$@"); break ;;
-        --shape) [ $# -ge 2 ] || die "--shape needs a value: staged, spike or step"; SHAPE="$2"; shift 2 ;;
-        --client) [ $# -ge 2 ] || die "--client needs a value: fast or requests"; CLIENT="$2"; shift 2 ;;
-        --threshold) [ $# -ge 2 ] || die "--threshold needs KEY=VALUE, e.g. p95_ms=500"; THRESHOLD_LIST+=("$2"); shift 2 ;;
-        --config) [ $# -ge 2 ] || die "--config needs a file"; export CONFIG_PATH="$2"; shift 2 ;;
-        --spawn-rate) [ $# -ge 2 ] || die "--spawn-rate needs a number"; SPAWN_RATE="$2"; shift 2 ;;
-        --no-analysis) ANALYSIS=0; shift ;;
-        -h|--help) usage; exit 0 ;;
-        -*) die "unknown option $1: see ./run_tests.sh --help" ;;
-        *) POSITIONAL+=("$1"); shift ;;
-    esac
-done
-is_int() { [[ "$1" =~ ^[0-9]+$ ]]; }
-positive_int() { is_int "$2" && [ "$2" -gt 0 ] || die "$1 must be a positive whole number, got '$2'"; }
-
-case "$SHAPE" in ""|staged|spike|step|none) ;; *) die "unknown shape '$SHAPE': use staged, spike or step" ;; esac
-case "$CLIENT" in ""|fast|requests) ;; *) die "unknown client '$CLIENT': use fast or requests" ;; esac
-[ -n "$SHAPE" ] && export LOAD_SHAPE="$SHAPE"
-if [ ${#THRESHOLD_LIST[@]} -gt 0 ]; then
-    THRESHOLDS="$(IFS=,; echo "${THRESHOLD_LIST[*]}")"; export THRESHOLDS
-fi
-[ -n "$CLIENT" ] && export SERVICE_CLIENT="$CLIENT"
-
-USERS=10 DURATION=60 HOST="" WORKERS=2 MASTER_HOST=""
-case "$MODE" in
-    headless|master)
-        USERS="${POSITIONAL[0]:-10}"; DURATION="${POSITIONAL[1]:-60}"; HOST="${POSITIONAL[2]:-}"
-        positive_int USERS "$USERS"; positive_int DURATION_S "$DURATION" ;;
-    distributed)
-        WORKERS="${POSITIONAL[0]:-2}"; USERS="${POSITIONAL[1]:-10}"; DURATION="${POSITIONAL[2]:-60}"; HOST="${POSITIONAL[3]:-}"
-        positive_int WORKERS "$WORKERS"; positive_int USERS "$USERS"; positive_int DURATION_S "$DURATION" ;;
-    ui) HOST="${POSITIONAL[0]:-}" ;;
-    worker) MASTER_HOST="${POSITIONAL[0]:-}"; [ -n "$MASTER_HOST" ] || die "worker needs MASTER_HOST: ./run_tests.sh worker 10.0.0.5" ;;
-    *) die "unknown mode '$MODE': use headless, ui, distributed, master, worker or test" ;;
-esac
-if [ -n "$HOST" ] && [[ ! "$HOST" =~ ^https?:// ]]; then die "HOST must be a URL like http://127.0.0.1:8082, got '$HOST'"; fi
-
 ensure_python requirements.txt
-"$PY" config_loader.py >/dev/null || exit 2
+PLAN="$("$PY" -m loadsuite.cli.run_args "$@")" || exit 2   # one line on stderr says why
+eval "$PLAN"
 
 # --- processes we own, stopped whatever happens ----------------------------------------------------
 SERVICE_PID="" LOCUST_PID="" WORKER_PIDS=()
@@ -180,7 +109,7 @@ fi
 REPORTS=(--csv "$RESULTS/stats" --csv-full-history --html "$RESULTS/report.html" --results-dir "$RESULTS")
 RATE="${SPAWN_RATE:-$(( USERS > 10 ? USERS / 5 : 2 ))}"
 LOAD=(-u "$USERS" -r "$RATE" -t "${DURATION}s")
-[ -n "${LOAD_SHAPE:-}" ] && [ "${LOAD_SHAPE}" != "none" ] && LOAD=()   # the shape drives users and stops the run
+[ "$SHAPE_ACTIVE" = "1" ] && LOAD=()   # the shape drives users and stops the run
 LOCUST=("$PY" -m locust -f locustfile.py --stop-timeout "$STOP_TIMEOUT")
 
 run_locust() {  # run Locust in the background so signals reach us, then wait for it

@@ -4,8 +4,8 @@ Keyed by product name (the contract has no id). Products are the dicts parsed fr
 stored without copying; the cache may update a stored product's "stock" in place, so callers
 treat returned products as read-only. Every method holds one threading.Lock for a few dict
 operations and never does I/O while holding it. Locust's gevent monkey-patching turns that lock
-into a gevent lock (create the cache after locust is imported, as product_cache() does); with
-real threads it is an ordinary mutex.
+into a gevent lock (create the cache after locust is imported, as the locustfile does, with
+cache.max_products from config.yaml); with real threads it is an ordinary mutex.
 """
 from __future__ import annotations
 
@@ -119,25 +119,3 @@ class ProductCache:
         """A copy of the cached names."""
         with self._lock:
             return list(self._names)
-
-
-_cache: ProductCache | None = None
-_cache_lock = threading.Lock()
-
-
-def product_cache() -> ProductCache:
-    """The process-wide cache, created on first use with the configured bound (cache.max_products)."""
-    global _cache
-    if _cache is None:
-        with _cache_lock:
-            if _cache is None:
-                from config_loader import get_config
-                _cache = ProductCache(get_config().cache.max_products)
-    return _cache
-
-
-def reset_product_cache() -> None:
-    """Drop the process-wide cache (tests; a new run in the same process)."""
-    global _cache
-    with _cache_lock:
-        _cache = None

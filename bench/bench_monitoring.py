@@ -32,8 +32,9 @@ BODY = json.dumps([{"name": f"Product {i}", "category": "Electronics", "price": 
 LOCUSTFILE = '''
 import json, os, time
 from locust import FastHttpUser, constant, events, task
-import monitoring
-from config_loader import InfluxConfig
+from loadsuite.monitoring import influx as monitoring
+from loadsuite.runtime.attach import attach_listeners
+from loadsuite.config import InfluxConfig
 
 class Browser(FastHttpUser):
     wait_time = constant(0)
@@ -65,6 +66,8 @@ def _install(environment, **_):
         environment, InfluxConfig(enabled=True, url=os.environ["BENCH_VM_URL"], mode=MODE,
                                   flush_interval_seconds=1.0),
         "bench-token", "bench-" + MODE)
+    if marks["monitor"] is not None:
+        attach_listeners(environment.events, marks["monitor"].listeners())
 
 @events.test_start.add_listener
 def _start(environment, **_):

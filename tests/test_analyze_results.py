@@ -14,7 +14,8 @@ import matplotlib.image
 import pytest
 
 import analyze_results as ar
-import result_charts as rc
+from loadsuite.reporting import charts as rc
+from loadsuite.reporting import compare as comparison_module, markdown, results
 from conftest import ROOT, start_service
 
 PERCENTS = ["50%", "66%", "75%", "80%", "90%", "95%", "98%", "99%", "99.9%", "99.99%", "100%"]
@@ -24,7 +25,7 @@ HISTORY_HEADER = ("Timestamp,User Count,Type,Name,Requests/s,Failures/s," + ",".
                   ",Total Request Count,Total Failure Count,Total Median Response Time,Total Average Response Time,"
                   "Total Min Response Time,Total Max Response Time,Total Average Content Size")
 FAILURES_HEADER = "Method,Name,Error,Occurrences,First Seen,Last Seen"
-CHART_FILES = [name for name, _ in ar.CHARTS]
+CHART_FILES = [name for name, _ in markdown.CHARTS]
 
 
 # ------------------------------------------------------------------------------------------ crafted runs
@@ -67,14 +68,14 @@ def write_run(folder: Path, endpoints: list[str], *, history: list[str] | None =
     fails = sum(int(line.split(",")[3]) for line in endpoints)
     total = stats_line("", "Aggregated", requests, fails, 12, 25, 35, 30.0) if requests else \
         stats_line("", "Aggregated", 0)
-    (folder / ar.STATS_CSV).write_text("\n".join([STATS_HEADER, *endpoints, total]) + "\n")
+    (folder / results.STATS_CSV).write_text("\n".join([STATS_HEADER, *endpoints, total]) + "\n")
     names = [line.split(",")[1] for line in endpoints if int(line.split(",")[2]) > 0]
     if history is None:
         history = history_lines(1_795_600_000, seconds, names)
-    (folder / ar.HISTORY_CSV).write_text("\n".join([HISTORY_HEADER, *history]) + "\n")
-    (folder / ar.FAILURES_CSV).write_text("\n".join([FAILURES_HEADER, *failures]) + "\n")
+    (folder / results.HISTORY_CSV).write_text("\n".join([HISTORY_HEADER, *history]) + "\n")
+    (folder / results.FAILURES_CSV).write_text("\n".join([FAILURES_HEADER, *failures]) + "\n")
     if summary is not None:
-        (folder / ar.SUMMARY_JSON).write_text(json.dumps(summary))
+        (folder / results.SUMMARY_JSON).write_text(json.dumps(summary))
     return folder
 
 
@@ -188,15 +189,15 @@ def test_real_run_gets_readable_charts_and_a_markdown_summary(real_runs, tmp_pat
     for chart in CHART_FILES:
         width, height = png_size(run_dir / chart)
         assert width == 1000 and 500 <= height <= 2000, (chart, width, height)
-    summary = (run_dir / ar.SUMMARY_MD).read_text()
+    summary = (run_dir / results.SUMMARY_MD).read_text()
     assert summary.startswith("# Load test run ")
     assert "| Get_All_Products |" in summary and "| Total |" in summary
     for chart in CHART_FILES:
         assert f"]({chart})" in summary
     assert "Wrong_Method" in summary.split("## Failures")[1]
 
-    run = ar.load_run(run_dir)
-    tl, bin_s = ar.timeline(run.history)
+    run = results.load_run(run_dir)
+    tl, bin_s = results.timeline(run.history)
     assert bin_s == 1 and tl["rps"].dropna().gt(0).sum() >= 2
     assert len(rc.response_times_figure(tl, bin_s).axes) == 2  # percentiles + users axis
     assert len(rc.throughput_figure(tl, bin_s).axes) == 1
@@ -214,13 +215,13 @@ def test_compare_real_runs_flags_injected_latency_and_not_its_removal(real_runs,
                          *loose_failures)
     assert slower.returncode == 1, slower.stdout + slower.stderr
     assert "Get_All_Products" in slower.stdout and "REGRESSED" in slower.stdout
-    assert "regression(s)" in (tmp_path / "worse" / ar.COMPARE_MD).read_text()
+    assert "regression(s)" in (tmp_path / "worse" / results.COMPARE_MD).read_text()
     width, height = png_size(tmp_path / "worse" / "chart_compare.png")
     assert width == 1300 and height >= 500
 
     faster = run_cli("--compare", real_runs["slow"], real_runs["fast"], "--out", tmp_path / "better", *loose_failures)
     assert faster.returncode == 0, faster.stdout + faster.stderr
-    assert "No regression" in (tmp_path / "better" / ar.COMPARE_MD).read_text()
+    assert "No regression" in (tmp_path / "better" / results.COMPARE_MD).read_text()
 
     same = run_cli("--compare", real_runs["fast"], real_runs["fast"], "--out", tmp_path / "same")
     assert same.returncode == 0, same.stdout + same.stderr
@@ -235,32 +236,32 @@ def test_missing_folder_is_a_one_line_error_from_the_real_command(tmp_path):
 
 def test_missing_history_file_names_the_file(tmp_path):
     run_dir = basic_run(tmp_path / "run")
-    (run_dir / ar.HISTORY_CSV).unlink()
-    assert_one_line_error(run_cli(run_dir), ar.HISTORY_CSV)
+    (run_dir / results.HISTORY_CSV).unlink()
+    assert_one_line_error(run_cli(run_dir), results.HISTORY_CSV)
 
 
 def test_header_only_stats_csv_is_an_empty_run_error(tmp_path):
     run_dir = basic_run(tmp_path / "run")
-    (run_dir / ar.STATS_CSV).write_text(STATS_HEADER + "\n")
+    (run_dir / results.STATS_CSV).write_text(STATS_HEADER + "\n")
     result = run_cli(run_dir)
-    assert_one_line_error(result, ar.STATS_CSV)
+    assert_one_line_error(result, results.STATS_CSV)
     assert "no requests" in result.stderr
 
 
 def test_run_with_zero_requests_is_an_empty_run_error(tmp_path):
     run_dir = write_run(tmp_path / "run", [], history=history_lines(1_795_600_000, 3, []))
     result = run_cli(run_dir)
-    assert_one_line_error(result, ar.STATS_CSV)
+    assert_one_line_error(result, results.STATS_CSV)
     assert "no requests" in result.stderr
 
 
 def test_zero_byte_csv_is_an_error(tmp_path):
     run_dir = basic_run(tmp_path / "run")
-    (run_dir / ar.FAILURES_CSV).write_text("")
-    assert_one_line_error(run_cli(run_dir), ar.FAILURES_CSV)
+    (run_dir / results.FAILURES_CSV).write_text("")
+    assert_one_line_error(run_cli(run_dir), results.FAILURES_CSV)
 
 
-@pytest.mark.parametrize("csv_name", [ar.STATS_CSV, ar.HISTORY_CSV])
+@pytest.mark.parametrize("csv_name", [results.STATS_CSV, results.HISTORY_CSV])
 def test_truncated_csv_is_an_error_naming_the_file(tmp_path, csv_name):
     run_dir = basic_run(tmp_path / "run")
     text = (run_dir / csv_name).read_text()
@@ -272,39 +273,39 @@ def test_truncated_csv_is_an_error_naming_the_file(tmp_path, csv_name):
 
 def test_truncated_line_in_the_middle_is_detected(tmp_path):
     run_dir = basic_run(tmp_path / "run")
-    lines = (run_dir / ar.HISTORY_CSV).read_text().splitlines()
+    lines = (run_dir / results.HISTORY_CSV).read_text().splitlines()
     lines[5] = ",".join(lines[5].split(",")[:8])
-    (run_dir / ar.HISTORY_CSV).write_text("\n".join(lines) + "\n")
+    (run_dir / results.HISTORY_CSV).write_text("\n".join(lines) + "\n")
     result = run_cli(run_dir)
-    assert_one_line_error(result, ar.HISTORY_CSV)
+    assert_one_line_error(result, results.HISTORY_CSV)
     assert "line 6" in result.stderr
 
 
 def test_non_locust_csv_is_an_error(tmp_path):
     run_dir = basic_run(tmp_path / "run")
-    (run_dir / ar.STATS_CSV).write_text("id,price,colour\n1,9.99,red\n2,12.50,blue\n")
+    (run_dir / results.STATS_CSV).write_text("id,price,colour\n1,9.99,red\n2,12.50,blue\n")
     result = run_cli(run_dir)
-    assert_one_line_error(result, ar.STATS_CSV)
+    assert_one_line_error(result, results.STATS_CSV)
     assert "not a Locust CSV" in result.stderr
 
 
 def test_text_in_a_numeric_column_is_an_error(tmp_path):
     run_dir = basic_run(tmp_path / "run")
-    text = (run_dir / ar.STATS_CSV).read_text().replace("GET,Get_All_Products,100,", "GET,Get_All_Products,lots,")
-    (run_dir / ar.STATS_CSV).write_text(text)
-    assert_one_line_error(run_cli(run_dir), ar.STATS_CSV)
+    text = (run_dir / results.STATS_CSV).read_text().replace("GET,Get_All_Products,100,", "GET,Get_All_Products,lots,")
+    (run_dir / results.STATS_CSV).write_text(text)
+    assert_one_line_error(run_cli(run_dir), results.STATS_CSV)
 
 
 def test_binary_file_is_an_error_from_the_real_command(tmp_path):
     run_dir = basic_run(tmp_path / "run")
-    (run_dir / ar.HISTORY_CSV).write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe" * 50 + b"\n")
-    assert_one_line_error(run_process(run_dir), ar.HISTORY_CSV)
+    (run_dir / results.HISTORY_CSV).write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe" * 50 + b"\n")
+    assert_one_line_error(run_process(run_dir), results.HISTORY_CSV)
 
 
 def test_broken_summary_json_is_an_error(tmp_path):
     run_dir = basic_run(tmp_path / "run")
-    (run_dir / ar.SUMMARY_JSON).write_text('{"run_id": ')
-    assert_one_line_error(run_cli(run_dir), ar.SUMMARY_JSON)
+    (run_dir / results.SUMMARY_JSON).write_text('{"run_id": ')
+    assert_one_line_error(run_cli(run_dir), results.SUMMARY_JSON)
 
 
 @pytest.mark.parametrize("args", [[], ["a", "--compare", "b", "c"], ["--compare", "only-one"],
@@ -324,12 +325,12 @@ def test_endpoint_never_called_is_shown_as_not_called_not_nan(tmp_path):
     run_dir = write_run(tmp_path / "run", [stats_line("GET", "Get_All_Products", 100),
                                            stats_line("POST", "Buy_Product", 0)], summary=summary)
     assert ar.main([str(run_dir)]) == 0
-    summary_md = (run_dir / ar.SUMMARY_MD).read_text()
+    summary_md = (run_dir / results.SUMMARY_MD).read_text()
     assert "| Buy_Product | 0 | 0 | - | not called |" in summary_md
     assert "| Update_Product_Stock | 0 | 0 | - | not called |" in summary_md
     assert "nan" not in summary_md.lower()
 
-    run = ar.load_run(run_dir)
+    run = results.load_run(run_dir)
     fig = rc.endpoint_percentiles_figure(run.endpoints)
     labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert "Buy_Product (not called)" in labels and "Update_Product_Stock (not called)" in labels
@@ -339,10 +340,10 @@ def test_endpoint_never_called_is_shown_as_not_called_not_nan(tmp_path):
 
 def test_na_and_zero_percentiles_early_in_history_are_gaps_not_zeros(tmp_path):
     run_dir = basic_run(tmp_path / "run")
-    run = ar.load_run(run_dir)
+    run = results.load_run(run_dir)
     assert run.history["p95_ms"].iloc[:3].isna().all()  # N/A row, then zero-filled rows before the window fills
     assert (run.history["p95_ms"].iloc[3:] == 20).all()
-    tl, bin_s = ar.timeline(run.history)
+    tl, bin_s = results.timeline(run.history)
     fig = rc.response_times_figure(tl, bin_s)
     assert len(fig.axes) == 2
     assert not any("nan" in text.lower() for text in figure_texts(fig))
@@ -358,8 +359,8 @@ def test_history_with_aggregated_rows_only_still_charts(tmp_path):
 
 
 def test_rates_come_from_cumulative_counts_per_second(tmp_path):
-    run = ar.load_run(basic_run(tmp_path / "run"))
-    tl, _ = ar.timeline(run.history)
+    run = results.load_run(basic_run(tmp_path / "run"))
+    tl, _ = results.timeline(run.history)
     assert tl["rps"].dropna().eq(20.0).all()  # two names, 10 more requests each per second
     assert len(tl) == 30
 
@@ -367,8 +368,8 @@ def test_rates_come_from_cumulative_counts_per_second(tmp_path):
 def test_no_failures_gives_a_clear_no_failures_chart_and_says_so(tmp_path):
     run_dir = write_run(tmp_path / "run", [stats_line("GET", "Get_All_Products", 100)])
     assert ar.main([str(run_dir)]) == 0
-    assert "No failures." in (run_dir / ar.SUMMARY_MD).read_text()
-    fig = rc.failures_figure(ar.load_failures(run_dir / ar.FAILURES_CSV))
+    assert "No failures." in (run_dir / results.SUMMARY_MD).read_text()
+    fig = rc.failures_figure(results.load_failures(run_dir / results.FAILURES_CSV))
     assert "No failures in this run" in figure_texts(fig)
     assert png_size(run_dir / "chart_failures.png") == (1000, 500)
 
@@ -379,12 +380,12 @@ def test_failure_chart_has_a_bar_per_endpoint_and_reason(tmp_path):
                 "GET,Get_All_Products,LocustBadStatusCode(code=503),2,,"]
     run_dir = basic_run(tmp_path / "run", failures=failures)
     assert ar.main([str(run_dir)]) == 0
-    fig = rc.failures_figure(ar.load_failures(run_dir / ar.FAILURES_CSV))
+    fig = rc.failures_figure(results.load_failures(run_dir / results.FAILURES_CSV))
     ticks = sorted(fig.axes[0].get_yticklabels(), key=lambda t: -t.get_position()[1])
     top_down = [t.get_text() for t in ticks]  # the most frequent failure is drawn at the top
     assert top_down == ["Buy_Product\nexpected 200, got 500", "Buy_Product\nINSUFFICIENT_STOCK for a fresh product",
                         "Get_All_Products\nHTTP 503 (unexpected status)"]
-    assert "| POST Buy_Product | expected 200, got 500 | 7 |" in (run_dir / ar.SUMMARY_MD).read_text()
+    assert "| POST Buy_Product | expected 200, got 500 | 7 |" in (run_dir / results.SUMMARY_MD).read_text()
 
 
 def test_summary_md_shows_thresholds_oracle_and_custom_stats(tmp_path):
@@ -403,7 +404,7 @@ def test_summary_md_shows_thresholds_oracle_and_custom_stats(tmp_path):
     }
     run_dir = basic_run(tmp_path / "run", summary=summary)
     assert ar.main([str(run_dir)]) == 0
-    md = (run_dir / ar.SUMMARY_MD).read_text()
+    md = (run_dir / results.SUMMARY_MD).read_text()
     assert md.startswith("# Load test run 20261125T140000Z")
     assert "**Host:** http://127.0.0.1:8082" in md and "**Duration:** 1 h 02 min 05 s" in md
     assert "❌ failed (exit 1)" in md and "error_rate Buy_Product 0.2 > 0.01" in md
@@ -428,10 +429,10 @@ def test_compare_identical_runs_exits_0(tmp_path):
     rows = [stats_line("GET", "Get_All_Products", 100, 1)]
     code, out = compare(tmp_path, rows, rows)
     assert code == 0 and "No regression" in out
-    baseline, current = (ar.load_run(tmp_path / d, with_history=False) for d in ("base", "cur"))
-    comparison = ar.compare_runs(baseline, current, ar.Tolerances())
+    baseline, current = (results.load_run(tmp_path / d, with_history=False) for d in ("base", "cur"))
+    comparison = comparison_module.compare_runs(baseline, current, comparison_module.Tolerances())
     assert comparison.regressions == [] and comparison.labels == ["Get_All_Products", "Total"]
-    assert len(rc.compare_figure(comparison, ar.METRICS).axes) == 2  # p95 bars + verdict grid
+    assert len(rc.compare_figure(comparison, comparison_module.METRICS).axes) == 2  # p95 bars + verdict grid
     assert png_size(tmp_path / "cur" / "chart_compare.png")[0] == 1300
 
 
@@ -446,7 +447,7 @@ def test_compare_p95_regression_beyond_tolerance_exits_1(tmp_path):
                         [stats_line("GET", "Get_All_Products", 100, p95=130)])
     assert code == 1
     assert "REGRESSED" in out
-    md = (tmp_path / "cur" / ar.COMPARE_MD).read_text()
+    md = (tmp_path / "cur" / results.COMPARE_MD).read_text()
     assert "- Get_All_Products p95: 100 → 130 (+30.0%)" in md
 
 
@@ -488,17 +489,17 @@ def test_compare_lists_endpoints_present_in_only_one_run(tmp_path):
     assert code == 0, out
     assert "Only in the baseline (not compared): Old_Endpoint" in out
     assert "Only in the current run (not compared): New_Endpoint" in out
-    md = (tmp_path / "cur" / ar.COMPARE_MD).read_text()
+    md = (tmp_path / "cur" / results.COMPARE_MD).read_text()
     assert "| Old_Endpoint |" not in md and "| Get_All_Products |" in md
 
 
 def test_compare_needs_only_the_stats_csv_and_reports_bad_input(tmp_path):
     base_dir = write_run(tmp_path / "base", [stats_line("GET", "Get_All_Products", 100)])
-    (base_dir / ar.HISTORY_CSV).unlink()
+    (base_dir / results.HISTORY_CSV).unlink()
     cur_dir = write_run(tmp_path / "cur", [stats_line("GET", "Get_All_Products", 100)])
     assert run_cli("--compare", base_dir, cur_dir).returncode == 0
-    (cur_dir / ar.STATS_CSV).write_text(STATS_HEADER + "\n")
-    assert_one_line_error(run_cli("--compare", base_dir, cur_dir), str(cur_dir / ar.STATS_CSV))
+    (cur_dir / results.STATS_CSV).write_text(STATS_HEADER + "\n")
+    assert_one_line_error(run_cli("--compare", base_dir, cur_dir), str(cur_dir / results.STATS_CSV))
 
 
 # ------------------------------------------------------------------------------------------ scale
@@ -513,15 +514,15 @@ def test_24_hour_full_history_is_analysed_with_downsampled_charts(tmp_path):
         sys.path.remove(str(ROOT / "bench"))
     rows = generate_run(tmp_path / "day", hours=24, endpoints=10)
     assert rows == 24 * 3600 * 11
-    run, table = ar.analyse(tmp_path / "day")
+    run, table = markdown.analyse(tmp_path / "day")
     assert len(run.history) == 24 * 3600  # only the Aggregated rows are kept
-    tl, bin_s = ar.timeline(run.history)
-    assert bin_s == 120 and len(tl) <= ar.MAX_PLOT_POINTS + 1
+    tl, bin_s = results.timeline(run.history)
+    assert bin_s == 120 and len(tl) <= results.MAX_PLOT_POINTS + 1
     assert "Endpoint_09" in table
     for chart in CHART_FILES:
         assert png_size(tmp_path / "day" / chart)[0] == 1000
-    assert "24 h 00 min 00 s" in (tmp_path / "day" / ar.SUMMARY_MD).read_text() or \
-        "23 h 59 min 59 s" in (tmp_path / "day" / ar.SUMMARY_MD).read_text()
+    assert "24 h 00 min 00 s" in (tmp_path / "day" / results.SUMMARY_MD).read_text() or \
+        "23 h 59 min 59 s" in (tmp_path / "day" / results.SUMMARY_MD).read_text()
 
 
 def test_summary_md_shows_the_open_model_and_corrected_latency_beside_locusts(tmp_path):
@@ -534,7 +535,7 @@ def test_summary_md_shows_the_open_model_and_corrected_latency_beside_locusts(tm
                                      "Aggregated": {"p50_ms": 5, "p95_ms": 480, "p99_ms": 990, "count": 100}}}
     run_dir = write_run(tmp_path / "run", [stats_line("GET", "Get_All_Products", 100)], summary=summary)
     assert ar.main([str(run_dir)]) == 0
-    summary_md = (run_dir / ar.SUMMARY_MD).read_text()
+    summary_md = (run_dir / results.SUMMARY_MD).read_text()
     assert "achieved 143 rps (service too slow for the open model)" in summary_md
     assert "| Get_All_Products | 100 | 4 / 5 | 9 / 480 | 12 / 990 |" in summary_md
     assert "| Aggregated | 100 | 4 / 5 | 9 / 480 | 12 / 990 |" in summary_md

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 import config_loader
-from config_loader import NEGATIVE_TASK_NAMES, TASK_NAMES, USER_TYPES, ConfigError, load_config
+from config_loader import ConfigError, load_config
+from loadsuite.names import NEGATIVE_TASKS as NEGATIVE_TASK_NAMES, TASKS as TASK_NAMES, USER_TYPES
 
 ROOT = Path(__file__).resolve().parent.parent
 

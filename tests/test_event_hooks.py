@@ -8,7 +8,7 @@ def test_trimming_per_second_counters_keeps_the_current_rate_and_drops_old_secon
 
     from locust.stats import RequestStats
 
-    import event_hooks
+    from loadsuite.runtime import run as event_hooks
 
     stats = RequestStats()
     now = int(time.time())

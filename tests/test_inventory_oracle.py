@@ -13,9 +13,11 @@ import pytest
 from locust import FastHttpUser, constant, task
 from locust.env import Environment
 
-import inventory_oracle as oracle
-from config_loader import OracleConfig
-from inventory_oracle import BuyRecord, InventoryRecorder, StockSetRecord, check
+from loadsuite import oracle
+from loadsuite.config import OracleConfig
+from loadsuite.oracle import BuyRecord, InventoryRecorder, StockSetRecord, check
+from loadsuite.runtime.attach import attach_listeners
+from loadsuite.service_client import snapshot_stock
 from tests.conftest import free_port
 
 P = "Cookbook: Global Cuisine"
@@ -375,9 +377,9 @@ def test_pending_buy_records_failed_when_the_block_is_left_without_an_answer():
 
 
 def test_fetch_stock_reports_an_unreachable_service_in_one_line():
-    stock_map, reason = oracle.fetch_stock(f"http://127.0.0.1:{free_port()}", timeout_s=1, attempts=1)
+    stock_map, reason = snapshot_stock(f"http://127.0.0.1:{free_port()}", deadline_s=1, attempts=1)
     assert stock_map is None and reason.startswith("GET /products: ") and "\n" not in reason
-    assert oracle.fetch_stock(None) == (None, "no host known (give --host)")
+    assert snapshot_stock(None) == (None, "no host known (give --host)")
 
 
 # Locust wiring against the real reference service ---------------------------------------------------
@@ -406,6 +408,7 @@ def _run_local(url: str, products: list[str], users: int, seconds: float, end) -
     env = Environment(user_classes=[_Buyer], host=url)
     runner = env.create_local_runner()
     oracle.install(env, OracleConfig(max_records=100_000, clock_skew_ms=50))
+    attach_listeners(env.events, oracle.listeners(env))
     runner.start(users, spawn_rate=users * 50)
     gevent.sleep(seconds)
     end(env)
@@ -414,7 +417,7 @@ def _run_local(url: str, products: list[str], users: int, seconds: float, end) -
 
 @pytest.mark.e2e
 def test_local_run_against_the_reference_service_passes(product_service):
-    stock_map, _ = oracle.fetch_stock(product_service.url)
+    stock_map, _ = snapshot_stock(product_service.url)
     env = _run_local(product_service.url, sorted(stock_map)[:3], users=6, seconds=1.5,
                      end=lambda env: env.runner.quit())  # test_stop runs the check
     result = oracle.result(env)
@@ -427,7 +430,7 @@ def test_local_run_against_the_reference_service_passes(product_service):
 
 @pytest.mark.e2e
 def test_finalize_from_quitting_stops_running_users_first(product_service):
-    stock_map, _ = oracle.fetch_stock(product_service.url)
+    stock_map, _ = snapshot_stock(product_service.url)
     holder = {}
     env = _run_local(product_service.url, sorted(stock_map)[:2], users=4, seconds=1.0,
                      end=lambda env: holder.setdefault("result", oracle.finalize(env)))  # as on Ctrl-C
@@ -441,7 +444,7 @@ def test_finalize_from_quitting_stops_running_users_first(product_service):
 @pytest.mark.e2e
 def test_local_run_against_the_unsafe_service_reports_lost_updates(service_factory):
     service = service_factory("--unsafe-buy")
-    stock_map, _ = oracle.fetch_stock(service.url)
+    stock_map, _ = snapshot_stock(service.url)
     contended = sorted(stock_map)[:1]
     env = _run_local(service.url, contended, users=8, seconds=1.5, end=lambda env: env.runner.quit())
     result = oracle.result(env)
@@ -454,6 +457,7 @@ def test_unreachable_start_snapshot_is_recorded_and_never_crashes():
     env = Environment(user_classes=[_Buyer], host=f"http://127.0.0.1:{free_port()}")
     env.create_local_runner()
     oracle.install(env, OracleConfig())
+    attach_listeners(env.events, oracle.listeners(env))
     env.events.test_start.fire(environment=env)
     result = oracle.finalize(env)
     assert result.passed is None
@@ -466,12 +470,14 @@ DISTRIBUTED_LOCUSTFILE = '''
 import json, os, random, sys
 sys.path.insert(0, os.environ["REPO_ROOT"])
 from locust import FastHttpUser, constant, events, task
-import inventory_oracle as oracle
-from config_loader import OracleConfig
+from loadsuite import oracle
+from loadsuite.config import OracleConfig
+from loadsuite.runtime.attach import attach_listeners
 
 @events.init.add_listener
 def _install(environment, **_kw):
     oracle.install(environment, OracleConfig(clock_skew_ms=50))
+    attach_listeners(environment.events, oracle.listeners(environment))
 
 @events.quitting.add_listener
 def _verdict(environment, **_kw):
@@ -545,7 +551,7 @@ def _run_distributed(tmp_path, url: str, products: list[str], master_args: list[
 
 @pytest.mark.e2e
 def test_distributed_run_time_end_collects_every_workers_records(tmp_path, product_service):
-    stock_map, _ = oracle.fetch_stock(product_service.url)
+    stock_map, _ = snapshot_stock(product_service.url)
     products = sorted(stock_map)[:3]
     result, log = _run_distributed(tmp_path, product_service.url, products, ["-u", "6", "-r", "50", "-t", "3s"])
     assert result["passed"] is True, (result, log[-3000:])
@@ -556,7 +562,7 @@ def test_distributed_run_time_end_collects_every_workers_records(tmp_path, produ
 @pytest.mark.e2e
 def test_distributed_sigterm_on_the_master_still_decides(tmp_path, service_factory):
     service = service_factory("--unsafe-buy")
-    stock_map, _ = oracle.fetch_stock(service.url)
+    stock_map, _ = snapshot_stock(service.url)
     products = sorted(stock_map)[:1]
     result, log = _run_distributed(tmp_path, service.url, products, ["-u", "8", "-r", "50", "-t", "60s"],
                                    signal_after=1.5)

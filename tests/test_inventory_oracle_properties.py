@@ -6,7 +6,7 @@ import os
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from inventory_oracle import BuyRecord, StockSetRecord, check
+from loadsuite.oracle import BuyRecord, StockSetRecord, check
 
 SKEW = 0.05
 OPS = ("buy", "buy", "buy", "buy", "set", "set_rejected", "buy_failed", "set_failed", "buy_unknown")

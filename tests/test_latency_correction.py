@@ -13,9 +13,9 @@ import pytest
 from locust.env import Environment
 from locust.stats import calculate_response_time_percentile
 
-import latency_correction
-from latency_correction import OTHER, CorrectedLatency
-from pacing import OpenModel
+from loadsuite.openmodel import latency_correction
+from loadsuite.openmodel.latency_correction import OTHER, CorrectedLatency
+from loadsuite.openmodel.pacing import OpenModel
 
 from conftest import ROOT
 
@@ -127,7 +127,7 @@ def test_memory_is_bounded_by_names_and_buckets():
 
 def test_nothing_is_installed_without_an_open_model():
     environment = Environment()
-    assert latency_correction.install(environment) is None
+    assert latency_correction.install(environment) == []
     assert latency_correction.summary(environment) is None
     assert not environment.events.request._handlers or all(
         getattr(h, "__self__", None).__class__ is not CorrectedLatency for h in environment.events.request._handlers)

@@ -14,7 +14,7 @@ import pytest
 from locust.runners import MasterRunner, WorkerRunner
 
 import custom_load_shape
-import pacing
+from loadsuite.openmodel import pacing
 from config_loader import load_config, ConfigError, LoadShapeConfig, parse_config
 from custom_load_shape import ProfileShape, ascii_plot, profile_for, shape_class_for
 
@@ -383,7 +383,7 @@ E2E_LOCUSTFILE = """
     from locust.runners import WorkerRunner
     from config_loader import load_config
     from custom_load_shape import shape_class_for
-    from pacing import OpenModel, achieved_vs_target
+    from loadsuite.openmodel.pacing import OpenModel, achieved_vs_target
 
     cfg = load_config()
     open_model = OpenModel.from_config(cfg.load_shape)

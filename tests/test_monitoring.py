@@ -16,8 +16,9 @@ from locust import FastHttpUser, constant_pacing, task
 from locust.env import Environment
 from locust.runners import WorkerRunner
 
-import monitoring
-from config_loader import InfluxConfig
+from loadsuite.monitoring import influx as monitoring
+from loadsuite.runtime.attach import attach_listeners
+from loadsuite.config import InfluxConfig
 from conftest import ROOT, free_port
 from metrics_server import VictoriaMetrics, start_fake_metrics_server, start_target
 
@@ -64,6 +65,8 @@ def run_locust(target: str, config: InfluxConfig, seconds: float, *, token: str 
     env = Environment(user_classes=[ShopUser], host=target)
     runner = env.create_local_runner()
     monitor = monitoring.install(env, config, token, "run-test-1", custom_stats)
+    if monitor is not None:
+        attach_listeners(env.events, monitor.listeners())
     runner.start(USERS, spawn_rate=USERS * 20)
     if meanwhile is not None:
         gevent.spawn_later(meanwhile[0], meanwhile[1])
@@ -143,7 +146,7 @@ def test_worker_opens_nothing_in_aggregate_mode_but_streams_raw():
     assert monitoring.install(env, influx_config("http://127.0.0.1:1"), TOKEN, "r") is None
     assert _listeners(env) == 0
     raw = monitoring.install(env, influx_config("http://127.0.0.1:1", mode="raw"), TOKEN, "r")
-    assert raw is not None and env.events.request._handlers
+    assert raw is not None and ("request", raw._on_request) in raw.listeners()
 
 
 def test_interval_points_count_only_the_requests_of_that_interval():
@@ -187,6 +190,7 @@ def test_raw_buffer_is_bounded_and_drops_the_oldest(caplog):
     env = Environment(user_classes=[ShopUser], host="http://127.0.0.1:1")
     config = influx_config(f"http://127.0.0.1:{free_port()}", mode="raw", max_buffer_points=100)
     monitor = monitoring.install(env, config, TOKEN, "r")
+    attach_listeners(env.events, monitor.listeners())
     for i in range(1000):
         env.events.request.fire(request_type="GET", name=f"n{i}", response_time=1.0, response_length=2,
                                 exception=None, context={}, start_time=time.time())

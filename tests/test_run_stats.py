@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import json
 
-import run_stats
-from run_stats import OTHER, RunStats
+from loadsuite.runtime import custom_stats as run_stats
+from loadsuite.runtime.custom_stats import OTHER, RunStats
 
 
 def busy_stats() -> RunStats:

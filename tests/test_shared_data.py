@@ -102,21 +102,6 @@ def test_bound_must_be_positive():
         ProductCache(0)
 
 
-def test_product_cache_uses_the_configured_bound(monkeypatch, tmp_path):
-    config = tmp_path / "config.yaml"
-    config.write_text("cache:\n  max_products: 7\n")
-    monkeypatch.setenv("CONFIG_PATH", str(config))
-    from config_loader import get_config
-    get_config.cache_clear()
-    shared_data.reset_product_cache()
-    try:
-        cache = shared_data.product_cache()
-        assert cache.max_products == 7 and shared_data.product_cache() is cache
-    finally:
-        shared_data.reset_product_cache()
-        get_config.cache_clear()
-
-
 # The concurrency tests run in a fresh interpreter so the kind of lock is certain: a plain
 # threading.Lock for real threads, gevent's lock after monkey-patching (as under Locust).
 STRESS = textwrap.dedent('''

@@ -10,7 +10,7 @@ from locust.env import Environment
 import requests
 
 import test_data
-from run_stats import STATS
+from loadsuite.runtime.custom_stats import STATS
 from test_data import EDGE_CASES, INVALID_BUY_PAYLOADS, INVALID_STOCK_PAYLOADS, PLACEHOLDER, EdgeCase, InvalidPayload
 from validators import expect_edge_case, expect_error
 

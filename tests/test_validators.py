@@ -16,7 +16,7 @@ from locust.contrib.fasthttp import FastHttpSession
 from locust.env import Environment
 
 import validators
-from run_stats import STATS
+from loadsuite.runtime.custom_stats import STATS
 from test_data import EdgeCase
 from tests.conftest import free_port
 from validators import (BuyOutcome, expect_buy, expect_edge_case, expect_error, expect_health, expect_product,

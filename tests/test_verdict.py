@@ -7,8 +7,8 @@ import xml.etree.ElementTree as ET
 import pytest
 from locust.stats import RequestStats
 
-import verdict
-from config_loader import EndpointThresholds, ThresholdsConfig
+from loadsuite.reporting import verdict
+from loadsuite.config import EndpointThresholds, ThresholdsConfig
 
 NO_LIMITS = {"error_rate": None, "p95_ms": None, "p99_ms": None, "avg_ms": None, "min_rps": None}
 

@@ -15,7 +15,7 @@ import pytest
 from locust import HttpUser, task
 from locust.env import Environment
 
-import web_ui
+from loadsuite.webui import tab as web_ui
 from conftest import ROOT, free_port
 
 CUSTOM = {"purchases": 7, "units_sold": 12, "insufficient_stock": 2, "stock_updates": 3,

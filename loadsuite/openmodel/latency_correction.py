@@ -29,7 +29,7 @@ from gevent import getcurrent
 from locust.runners import MasterRunner, WorkerRunner
 from locust.stats import bucket_response_time, calculate_response_time_percentile
 
-import pacing
+from . import pacing
 
 MAX_NAMES = 1000
 OTHER = "(other)"
@@ -132,24 +132,25 @@ def open_model_active(environment) -> bool:
     return pacing.open_model_active(environment)
 
 
-def install(environment) -> CorrectedLatency | None:
-    """Register the listeners on this runner when an open model is active; None (and no listener) otherwise."""
+def install(environment) -> list[tuple[str, Any]]:
+    """Set up correction when an open model is active; returns (event name, listener) pairs for
+    event_hooks.register (none without an open model)."""
     if not open_model_active(environment):
-        return None
+        return []
     recorder = CorrectedLatency()
     _installed[environment] = recorder
-    events = environment.events
     runner = environment.runner
+    pairs: list[tuple[str, Any]] = [("test_start", lambda **_kw: recorder.reset())]
     if not isinstance(runner, MasterRunner):
-        events.request.add_listener(recorder.on_request)
+        pairs.append(("request", recorder.on_request))
     if isinstance(runner, WorkerRunner):
-        events.report_to_master.add_listener(lambda client_id, data, **_kw: data.__setitem__(REPORT_KEY, recorder.drain()))
+        pairs.append(("report_to_master",
+                      lambda client_id, data, **_kw: data.__setitem__(REPORT_KEY, recorder.drain())))
     elif isinstance(runner, MasterRunner):
-        events.worker_report.add_listener(lambda client_id, data, **_kw: recorder.merge(data.get(REPORT_KEY)))
-    events.test_start.add_listener(lambda **_kw: recorder.reset())
+        pairs.append(("worker_report", lambda client_id, data, **_kw: recorder.merge(data.get(REPORT_KEY))))
     if not isinstance(runner, WorkerRunner):
-        events.quitting.add_listener(lambda environment, **_kw: print(table(environment), flush=True))
-    return recorder
+        pairs.append(("quitting", lambda environment, **_kw: print(table(environment), flush=True)))
+    return pairs
 
 
 def summary(environment) -> dict[str, dict[str, float | int]] | None:

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any, Iterable
 from xml.sax.saxutils import escape, quoteattr
 
+from .format import fmt_metric
+
 METRICS = ("error_rate", "p95_ms", "p99_ms", "avg_ms", "min_rps")
 
 
@@ -25,18 +27,10 @@ class ThresholdResult:
     passed: bool
 
     def describe(self) -> str:
-        observed = "no requests" if self.observed is None else _fmt(self.metric, self.observed)
+        observed = "no requests" if self.observed is None else fmt_metric(self.metric, self.observed)
         relation = ">=" if self.metric == "min_rps" else "<="
         mark = "pass" if self.passed else "FAIL"
-        return f"{mark}: {self.metric} {self.scope}: observed {observed}, limit {relation} {_fmt(self.metric, self.limit)}"
-
-
-def _fmt(metric: str, value: float) -> str:
-    if metric == "error_rate":
-        return f"{value * 100:.2f}%"
-    if metric == "min_rps":
-        return f"{value:.1f} rps"
-    return f"{value:.0f} ms"
+        return f"{mark}: {self.metric} {self.scope}: observed {observed}, limit {relation} {fmt_metric(self.metric, self.limit)}"
 
 
 def _number(value: float | None, digits: int = 2) -> float | None:
@@ -115,8 +109,8 @@ def verdict_table(summary: dict[str, Any]) -> str:
     """A short human table of thresholds, the oracle and the verdict for the end of a run."""
     lines = ["", "=== Verdict " + "=" * 60, f"{'threshold':<34}{'limit':>14}{'observed':>16}  result"]
     for row in summary["thresholds"]:
-        limit = _fmt(row["metric"], row["limit"])
-        observed = "no requests" if row["observed"] is None else _fmt(row["metric"], row["observed"])
+        limit = fmt_metric(row["metric"], row["limit"])
+        observed = "no requests" if row["observed"] is None else fmt_metric(row["metric"], row["observed"])
         lines.append(f"{row['metric'] + ' ' + row['scope']:<34}{limit:>14}{observed:>16}  {'pass' if row['passed'] else 'FAIL'}")
     consistency = summary["consistency"]
     if consistency.get("enabled"):

@@ -3,7 +3,7 @@
 Locust's documented way to extend its React UI: the template args `extended_tabs` and
 `extended_tables` declare the tab and its columns, and an `extended_stats` entry merged into every
 `/stats/requests` response (an `after_request` hook) carries the rows. Under a master the custom
-stats are the workers' merged counters (event_hooks merges every worker report into run_stats.STATS).
+stats are the workers' merged counters (event_hooks merges every worker report into the custom stats).
 
 The page stops polling `/stats/requests` as soon as a test is no longer running, while the verdict is
 computed just after the test stops; so the first poll that sees a stopped test waits (bounded) for
@@ -25,6 +25,8 @@ from typing import Any
 
 import gevent
 
+from ..reporting.format import fmt_metric
+
 TAB_KEY = "verdict"
 TAB_TITLE = "Verdict & custom stats"
 COLUMNS = (("section", "Section"), ("metric", "Metric"), ("scope", "Scope / key"), ("limit", "Limit"),
@@ -39,19 +41,13 @@ DEFAULT_LOGIN_USER = "locust"
 Summary = Callable[[], "dict[str, Any] | None"]
 
 
-def install(environment, current_summary: Summary | None = None,
-            custom_stats: Callable[[], dict[str, Any]] | None = None) -> None:
+def install(environment, current_summary: Summary, custom_stats: Callable[[], dict[str, Any]]) -> None:
     """Attach the tab to the web UI of this process (no-op without a web UI)."""
     web_ui = environment.web_ui
     if web_ui is None:
         return
     if web_ui.web_login:
         install_login(environment, web_login_credentials())
-    if current_summary is None or custom_stats is None:
-        import event_hooks  # here, not at the top: event_hooks imports this module
-        from run_stats import STATS
-        current_summary = current_summary or event_hooks.current_summary
-        custom_stats = custom_stats or STATS.snapshot
 
     web_ui.template_args["extended_tabs"] = [{"key": TAB_KEY, "title": TAB_TITLE}]
     web_ui.template_args["extended_tables"] = [
@@ -206,19 +202,7 @@ def custom_stat_rows(custom: Mapping[str, Any], label: str) -> list[dict[str, st
     return rows
 
 
-def format_value(metric: str, value: Any) -> str:
-    """A threshold's limit or observed value in the unit of its metric; "no requests" for None."""
-    if value is None:
-        return "no requests"
-    if not isinstance(value, (int, float)):
-        return str(value)
-    if metric == "error_rate":
-        return f"{value * 100:.2f}%"
-    if metric.endswith("_rps"):
-        return f"{value:.1f} req/s"
-    if metric.endswith("_ms"):
-        return f"{value:.0f} ms"
-    return f"{value:g}"
+format_value = fmt_metric  # the one renderer: the tab shows the digits the console shows
 
 
 def _row(section: str, metric: str, scope: Any, limit: str = "", observed: str = "", result: str = "") -> dict[str, str]:

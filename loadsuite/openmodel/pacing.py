@@ -21,8 +21,8 @@ import gevent
 from locust import between
 from locust.runners import MasterRunner, WorkerRunner
 
-from config_loader import LoadShapeConfig, WaitTimeConfig
-from custom_load_shape import ProfileShape
+from ..config import LoadShapeConfig, WaitTimeConfig
+from ..shapes.locust_shapes import ProfileShape
 
 if TYPE_CHECKING:
     from locust import User
@@ -146,9 +146,12 @@ class OpenModel:
         _attached[environment] = self
         if isinstance(environment.runner, WorkerRunner):
             environment.runner.register_message(RATE_MESSAGE, self._on_rate_message)
-            return
-        environment.events.test_start.add_listener(self._on_test_start)
-        environment.events.test_stop.add_listener(self._on_test_stop)
+
+    def listeners(self, environment: Environment) -> list[tuple[str, Callable]]:
+        """(event name, listener) pairs for event_hooks.register: sampling runs on the master or local runner."""
+        if isinstance(environment.runner, WorkerRunner):
+            return []
+        return [("test_start", self._on_test_start), ("test_stop", self._on_test_stop)]
 
     def _on_rate_message(self, environment: Environment, msg, **_kwargs) -> None:
         self._worker_share_rps = (msg.data or {}).get("target_rps")
@@ -237,10 +240,14 @@ def paced_wait_time(config: LoadShapeConfig, fallback: Callable[[User], float] |
     return _process_model.wait_time(fallback)
 
 
-def attach(environment: Environment) -> None:
-    """Wire this process's open model (if paced_wait_time made one) into the runner; call from init."""
-    if _process_model is not None:
-        _process_model.attach(environment)
+def attach(environment: Environment) -> list[tuple[str, Callable]]:
+    """Wire this process's open model (if paced_wait_time made one) into the runner; call from init.
+
+    Returns its (event name, listener) pairs for event_hooks.register (none without an open model)."""
+    if _process_model is None:
+        return []
+    _process_model.attach(environment)
+    return _process_model.listeners(environment)
 
 
 def open_model_active(environment: Environment) -> bool:

@@ -1,0 +1,251 @@
+"""The command line of run_tests.sh: parse and validate every mode, option and Locust argument before any traffic.
+
+run_tests.sh keeps what belongs in a shell (the venv, processes, signals) and asks this module what to run:
+`python -m loadsuite.cli.run_args MODE [ARGS...]` prints shell assignments on stdout (eval'd by the script)
+or one line on stderr and exit code 2. `--help` lists every mode and option.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shlex
+import sys
+from dataclasses import dataclass, field
+
+from ..config import ConfigError, load_config
+from ..config.urls import normalise_base_url
+from ..names import ALL_USER_TYPES, CLIENTS, CONTENTION_USER, SHAPES, TAGS, USER_TYPE_TASKS
+
+# Bounds on the command line (config.yaml has the same for stages; docs/reliability.md lists them).
+MAX_USERS = 100_000
+MAX_DURATION_S = 7 * 24 * 3600
+MAX_WORKERS = 256
+MAX_SPAWN_RATE = 10_000.0
+
+MODES = {
+    "headless": "USERS (default 10) users for DURATION_S (default 60) s against HOST (default: the bundled service)",
+    "ui": "Locust's web UI on http://127.0.0.1:8089 (WEB_HOST/WEB_PORT to change) against HOST",
+    "distributed": "WORKERS (default 2) local worker processes and a master, then as headless",
+    "master": "a master that waits for EXPECT_WORKERS (default 1) workers from other machines, then as headless",
+    "worker": "a worker that connects to MASTER_HOST (port MASTER_PORT, default 5557)",
+    "test": "the project's tests: ./run_tests.sh test [pytest args], e.g. -m \"not e2e\" for the quick set",
+}
+POSITIONALS = {
+    "headless": ("USERS", "DURATION_S", "HOST"),
+    "ui": ("HOST",),
+    "distributed": ("WORKERS", "USERS", "DURATION_S", "HOST"),
+    "master": ("USERS", "DURATION_S", "HOST"),
+    "worker": ("MASTER_HOST",),
+}
+DEFAULTS = {"USERS": "10", "DURATION_S": "60", "WORKERS": "2", "HOST": "", "MASTER_HOST": ""}
+
+
+class UsageError(Exception):
+    """One line that names the problem and the fix."""
+
+
+@dataclass
+class Plan:
+    mode: str
+    users: int = 10
+    duration_s: int = 60
+    workers: int = 2
+    host: str = ""
+    master_host: str = ""
+    shape: str = ""
+    client: str = ""
+    thresholds: list[str] = field(default_factory=list)
+    config: str = ""
+    spawn_rate: str = ""
+    analysis: bool = True
+    shape_active: bool = False
+    locust_extra: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def shell(self) -> str:
+        """Assignments for run_tests.sh to eval (every value quoted)."""
+        q = shlex.quote
+        lines = [f"MODE={q(self.mode)}", f"USERS={self.users}", f"DURATION={self.duration_s}",
+                 f"WORKERS={self.workers}", f"HOST={q(self.host)}", f"MASTER_HOST={q(self.master_host)}",
+                 f"SPAWN_RATE={q(self.spawn_rate)}", f"ANALYSIS={1 if self.analysis else 0}",
+                 f"SHAPE_ACTIVE={1 if self.shape_active else 0}",
+                 "LOCUST_EXTRA=(" + " ".join(q(arg) for arg in self.locust_extra) + ")"]
+        if self.shape:
+            lines.append(f"export LOAD_SHAPE={q(self.shape)}")
+        if self.client:
+            lines.append(f"export SERVICE_CLIENT={q(self.client)}")
+        if self.thresholds:
+            lines.append(f"export THRESHOLDS={q(','.join(self.thresholds))}")
+        if self.config:
+            lines.append(f"export CONFIG_PATH={q(self.config)}")
+        lines += [f"echo {q('run_tests.sh: ' + note)} >&2" for note in self.notes]
+        return "\n".join(lines) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="./run_tests.sh", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Load-test product-service with Locust: a report and a verdict (exit code) per run.",
+        epilog="Anything after -- goes to Locust unchanged (user classes, --tags, --processes ...).\n"
+               "Exit codes: 0 passed, 1 a threshold or the consistency oracle failed, 2 bad configuration or usage\n"
+               "(before any traffic), 3 target unreachable, 4 results could not be written, 5 Locust died.\n"
+               "Environment: RESULTS_ROOT, WEB_HOST, WEB_PORT, MASTER_PORT, MASTER_BIND_HOST, EXPECT_WORKERS,\n"
+               "STOP_TIMEOUT, CONFIG_PATH, PRODUCT_SERVICE_URL, LOAD_SHAPE, SERVICE_CLIENT, THRESHOLDS, INFLUXDB_TOKEN.")
+    modes = parser.add_subparsers(dest="mode", metavar="MODE", required=True)
+    for mode, text in MODES.items():
+        sub = modes.add_parser(mode, help=text, description=text)
+        if mode == "test":
+            continue
+        for name in POSITIONALS[mode]:
+            sub.add_argument(name.lower(), nargs="?" if name != "MASTER_HOST" else None, metavar=name,
+                             default=DEFAULTS[name])
+        sub.add_argument("--shape", choices=[*SHAPES, "none"], help="load shape; it decides users and duration")
+        sub.add_argument("--client", choices=CLIENTS, help="Locust client: fast (geventhttpclient, default) or requests")
+        sub.add_argument("--threshold", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a threshold, repeatable: p95_ms=500, Buy_Product.p99_ms=900, consistency=false")
+        sub.add_argument("--config", metavar="FILE", help="config file (default config.yaml or CONFIG_PATH)")
+        sub.add_argument("--spawn-rate", metavar="R", help="users started per second (default USERS/5, at least 2)")
+        sub.add_argument("--no-analysis", action="store_true", help="skip summary.md and the charts")
+    return parser
+
+
+def _whole(name: str, text: str, upper: int) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise UsageError(f"{name} must be a positive whole number, got {text!r}")
+    if int(text) > upper:
+        raise UsageError(f"{name} {text} is above the limit of {upper:,}: use a smaller value")
+    return int(text)
+
+
+def plan(argv: list[str], env: dict[str, str] | None = None) -> Plan:
+    """Parse and validate run_tests.sh's arguments; UsageError with one line on any problem."""
+    env = dict(os.environ if env is None else env)
+    ours, extra = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
+    parser = build_parser()
+    args = _parse(parser, ours)
+    result = Plan(mode=args.mode, locust_extra=extra)
+    names = POSITIONALS[args.mode]
+    values = {name: getattr(args, name.lower()) for name in names}
+    if "USERS" in values:
+        result.users = _whole("USERS", values["USERS"], MAX_USERS)
+    if "DURATION_S" in values:
+        result.duration_s = _whole("DURATION_S", values["DURATION_S"], MAX_DURATION_S)
+    if "WORKERS" in values:
+        result.workers = _whole("WORKERS", values["WORKERS"], MAX_WORKERS)
+    if values.get("HOST"):
+        result.host = _host(values["HOST"])
+    if args.mode == "worker":
+        result.master_host = values["MASTER_HOST"]
+        if not result.master_host or result.master_host.startswith("-"):
+            raise UsageError("worker needs MASTER_HOST: ./run_tests.sh worker 10.0.0.5")
+    result.shape = args.shape or ""
+    result.client = args.client or ""
+    result.thresholds = list(args.threshold)
+    result.config = args.config or ""
+    result.analysis = not args.no_analysis
+    if args.spawn_rate is not None:
+        result.spawn_rate = _spawn_rate(args.spawn_rate)
+    _check_config(result, env)
+    return result
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """The mode, then its positionals and options in any order (as the shell script always allowed)."""
+    def fail(message: str) -> None:
+        raise UsageError(f"{message}: see ./run_tests.sh --help")
+
+    modes = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    if not argv or argv[0] not in modes:
+        fail(f"unknown mode {argv[0] if argv else ''!r}: use one of {', '.join(MODES)}")
+    sub = modes[argv[0]]
+    sub.error = fail  # type: ignore[method-assign]
+    args = sub.parse_intermixed_args(argv[1:])
+    args.mode = argv[0]
+    return args
+
+
+def _host(text: str) -> str:
+    try:
+        return normalise_base_url(text)
+    except ValueError as error:
+        raise UsageError(f"HOST {error}") from None
+
+
+def _spawn_rate(text: str) -> str:
+    try:
+        rate = float(text)
+    except ValueError:
+        rate = math.nan
+    if not math.isfinite(rate) or rate <= 0 or rate > MAX_SPAWN_RATE:
+        raise UsageError(f"--spawn-rate must be a number above 0 and at most {MAX_SPAWN_RATE:g}, got {text!r}")
+    return text
+
+
+def _check_config(result: Plan, env: dict[str, str]) -> None:
+    """The config file with this run's overrides, and the Locust arguments against it, before any traffic."""
+    if result.shape:
+        env["LOAD_SHAPE"] = result.shape
+    if result.client:
+        env["SERVICE_CLIENT"] = result.client
+    if result.thresholds:
+        env["THRESHOLDS"] = ",".join(result.thresholds)
+    if result.config:
+        env["CONFIG_PATH"] = result.config
+    try:
+        config = load_config(None, env)
+    except ConfigError as error:
+        raise UsageError(f"config error: {error}") from None
+    classes, tags = _locust_choices(result.locust_extra)
+    unknown = [name for name in classes if name not in ALL_USER_TYPES]
+    if unknown:
+        raise UsageError(f"unknown user class {unknown[0]!r} after --: use one of {', '.join(ALL_USER_TYPES)}")
+    bad_tags = [tag for tag in tags if tag not in TAGS]
+    if bad_tags:
+        raise UsageError(f"unknown tag {bad_tags[0]!r}: use one of {', '.join(TAGS)}")
+    weights = {**config.scenario_weights.model_dump(), **config.negative_weights.model_dump()}
+    for name in classes:
+        if name != CONTENTION_USER and not any(weights[task] > 0 for task in USER_TYPE_TASKS[name]):
+            raise UsageError(f"user class {name} has no task with a weight above 0 in scenario_weights/"
+                             "negative_weights: give one of its tasks a weight or choose another class")
+    shape = config.load_shape.name
+    result.shape_active = shape is not None
+    if shape and result.mode in ("headless", "distributed", "master"):
+        result.notes.append(f"the {shape} shape decides users and duration (USERS/DURATION_S are not used): "
+                            f"see docs/load_shapes.md")
+
+
+def _locust_choices(extra: list[str]) -> tuple[list[str], list[str]]:
+    """User class names and --tags/--exclude-tags values among the arguments for Locust, read by Locust's parser."""
+    if not extra:
+        return [], []
+    from locust.argument_parser import get_parser  # only when there is something to read: it costs a second
+
+    options, _unknown = get_parser(default_config_files=[]).parse_known_args(extra)
+    tags = [*(options.tags or []), *(options.exclude_tags or [])]
+    return list(options.user_classes or []), tags
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Shell code on stdout for run_tests.sh to eval; help and errors on stderr."""
+    argv = sys.argv[1:] if argv is None else argv
+    shell_out, sys.stdout = sys.stdout, sys.stderr  # argparse's help must not reach the eval'd stdout
+    try:
+        if not argv or argv[0] in ("-h", "--help", "help"):
+            build_parser().print_help()
+            print("exit 0" if argv else "exit 2", file=shell_out)
+            return 0
+        print(plan(argv).shell(), end="", file=shell_out)
+        return 0
+    except UsageError as error:
+        print(f"run_tests.sh: {error}", file=sys.stderr)
+        return 2
+    except SystemExit as done:  # --help of a mode
+        print(f"exit {done.code or 0}", file=shell_out)
+        return 0
+    finally:
+        sys.stdout = shell_out
+
+
+if __name__ == "__main__":
+    sys.exit(main())

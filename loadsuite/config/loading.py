@@ -1,0 +1,126 @@
+"""Load config.yaml (or CONFIG_PATH) into a SuiteConfig, apply environment overrides, fail with one line.
+
+Environment overrides: CONFIG_PATH (which file), PRODUCT_SERVICE_URL (service.base_url),
+LOAD_SHAPE (load_shape.name), SERVICE_CLIENT (service.client), THRESHOLDS ("p95_ms=500,Buy_Product.p99_ms=900"),
+INFLUXDB_TOKEN (monitoring token, never stored in a file).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from ..names import SHAPES
+from .schema import ConfigError, SuiteConfig
+
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "config.yaml"
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        return f"{source}: unknown key '{key}': remove it or check its spelling against config.yaml"
+    message = first["msg"].removeprefix("Value error, ")
+    got = first.get("input")
+    seen = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
+    return f"{source}: {key}: {message}{seen}"
+
+
+def parse_config(data: object, source: str = "config") -> SuiteConfig:
+    """Validate a parsed YAML document; raise ConfigError with one line on any problem."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections, not {type(data).__name__}")
+    try:
+        return SuiteConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, source)) from None
+
+
+def load_config(path: str | os.PathLike | None = None, env: dict[str, str] | None = None) -> SuiteConfig:
+    """Read the config file (CONFIG_PATH or the default) and apply environment overrides.
+
+    A file named explicitly (argument or CONFIG_PATH) must exist; a missing default file means defaults.
+    """
+    env = os.environ if env is None else env
+    explicit = path or env.get("CONFIG_PATH") or None
+    file = Path(explicit) if explicit else DEFAULT_CONFIG_PATH
+    data: object = {}
+    if file.exists() or explicit:
+        try:
+            text = file.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{file}: config file not found: check the path or unset CONFIG_PATH") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"{file}: cannot read config file ({error.__class__.__name__}): fix its permissions or encoding") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(error, "problem", None) or "invalid YAML"
+            raise ConfigError(f"{file}: YAML syntax error{where}: {problem}") from None
+    config = parse_config(data, str(file))
+    return apply_env_overrides(config, env, str(file))
+
+
+def apply_env_overrides(config: SuiteConfig, env, source: str = "environment") -> SuiteConfig:
+    """PRODUCT_SERVICE_URL and LOAD_SHAPE win over the file (validated the same way)."""
+    data = config.model_dump()
+    if env.get("PRODUCT_SERVICE_URL"):
+        data["service"]["base_url"] = env["PRODUCT_SERVICE_URL"]
+    if env.get("SERVICE_CLIENT"):
+        data["service"]["client"] = env["SERVICE_CLIENT"]
+    shape = env.get("LOAD_SHAPE")
+    if shape is not None:
+        if shape not in ("", "none", *SHAPES):
+            raise ConfigError(f"LOAD_SHAPE: unknown shape {shape!r}: use one of {', '.join(SHAPES)} or none")
+        data["load_shape"]["name"] = None if shape in ("", "none") else shape
+    if env.get("THRESHOLDS"):
+        _apply_threshold_overrides(data["thresholds"], env["THRESHOLDS"])
+    return parse_config(data, f"{source} (with environment overrides)")
+
+
+def _apply_threshold_overrides(thresholds: dict, spec: str) -> None:
+    """Apply "p95_ms=500,Buy_Product.p99_ms=900,consistency=false" onto the thresholds section."""
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise ConfigError(f"THRESHOLDS: {item!r} is not KEY=VALUE: write e.g. p95_ms=500 or Buy_Product.p99_ms=900")
+        try:
+            parsed: object = None if value.lower() in ("null", "none", "off") else yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"THRESHOLDS: {key}: {value!r} is not a number or true/false") from None
+        request, dot, metric = key.rpartition(".")
+        if dot:
+            thresholds["per_request"].setdefault(request, {})[metric] = parsed
+        else:
+            thresholds[metric] = parsed
+
+
+def influxdb_token(env=None) -> str | None:
+    """The InfluxDB token, from INFLUXDB_TOKEN only (never from a file in the repository)."""
+    env = os.environ if env is None else env
+    return env.get("INFLUXDB_TOKEN") or None
+
+
+@lru_cache(maxsize=1)
+def get_config() -> SuiteConfig:
+    """The run's configuration, loaded once per process."""
+    return load_config()
+
+
+def get_config_or_exit() -> SuiteConfig:
+    """The run's configuration, or a one-line error on stderr and exit code 2 (before any traffic)."""
+    try:
+        return get_config()
+    except ConfigError as error:
+        print(f"config error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

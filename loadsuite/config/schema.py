@@ -1,0 +1,204 @@
+"""Every key the suite reads, declared once as a frozen pydantic model; config.yaml documents each with a comment."""
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+
+from ..names import CLIENTS, NEGATIVE_TASKS, SHAPES, TASKS, USER_TYPES
+
+class ConfigError(Exception):
+    """A configuration problem, worded as one line that names the key and the fix."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class ServiceConfig(_Section):
+    base_url: str = "http://127.0.0.1:8082"
+    request_timeout_seconds: float = Field(10.0, gt=0, le=600)
+    client: Literal[CLIENTS] = "fast"
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class TestDataConfig(_Section):
+    __test__ = False  # not a pytest class
+    non_existent_product_name: str = Field("ProductThatWillNeverExist123", min_length=1)
+    categories: tuple[str, ...] = (
+        "Electronics", "Apparel", "Books", "Kitchenware", "Furniture", "NonExistentCategory",
+    )
+    empty_categories: tuple[str, ...] = ("NonExistentCategory",)
+    stock_update_min: int = Field(1, ge=1)
+    stock_update_max: int = Field(100, ge=1)
+    max_buy_quantity: int = Field(3, ge=1)
+
+    @field_validator("categories")
+    @classmethod
+    def _categories(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("must list at least one category")
+        if any(not c for c in value):
+            raise ValueError("must not contain an empty name")
+        return value
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "TestDataConfig":
+        if self.stock_update_min > self.stock_update_max:
+            raise ValueError("stock_update_min must not exceed stock_update_max")
+        return self
+
+
+def _weights(names: tuple[str, ...], defaults: dict[str, int]):
+    """A frozen model with one non-negative integer weight per task name."""
+    fields = {name: (int, Field(defaults.get(name, 1), ge=0, strict=True)) for name in names}
+    return create_model("Weights", __base__=_Section, **fields)
+
+
+ScenarioWeights = _weights(TASKS, {
+    "browse_all_products": 10, "get_products_by_category": 8, "get_product_details": 10,
+    "buy_product": 7, "update_stock": 3, "hit_invalid_path": 1, "health_check": 2, "edge_case": 1,
+})
+NegativeWeights = _weights(NEGATIVE_TASKS, {})
+UserTypeWeights = _weights(USER_TYPES, {
+    "ProductServiceUser": 4, "BrowserUser": 3, "ShopperUser": 2, "AdminUser": 1,
+})
+
+
+class WaitTimeConfig(_Section):
+    min_seconds: float = Field(0.5, ge=0)
+    max_seconds: float = Field(2.0, ge=0)
+
+    @model_validator(mode="after")
+    def _order(self) -> "WaitTimeConfig":
+        if self.min_seconds > self.max_seconds:
+            raise ValueError("min_seconds must not exceed max_seconds")
+        return self
+
+
+class CacheConfig(_Section):
+    max_products: int = Field(1000, ge=1)
+
+
+class Stage(_Section):
+    duration: float = Field(gt=0, description="seconds this stage lasts")
+    users: int = Field(ge=0)
+    spawn_rate: float = Field(gt=0)
+    user_classes: Optional[tuple[str, ...]] = None
+    target_rps: Optional[float] = Field(None, gt=0)
+
+
+class StagedShape(_Section):
+    stages: tuple[Stage, ...] = (
+        Stage(duration=30, users=10, spawn_rate=0.34),
+        Stage(duration=60, users=10, spawn_rate=2),
+        Stage(duration=20, users=0, spawn_rate=0.5),
+    )
+
+    @field_validator("stages")
+    @classmethod
+    def _non_empty(cls, value):
+        if not value:
+            raise ValueError("must list at least one stage")
+        return value
+
+
+class SpikeShape(_Section):
+    baseline_users: int = Field(5, ge=0)
+    spike_users: int = Field(50, ge=0)
+    baseline_seconds: float = Field(30, gt=0)
+    spike_seconds: float = Field(20, gt=0)
+    recovery_seconds: float = Field(30, gt=0)
+    spawn_rate: float = Field(25, gt=0)
+
+
+class StepShape(_Section):
+    step_users: int = Field(5, ge=1)
+    step_seconds: float = Field(20, gt=0)
+    max_users: int = Field(50, ge=1)
+    spawn_rate: float = Field(5, gt=0)
+
+
+class LoadShapeConfig(_Section):
+    name: Optional[Literal[SHAPES]] = None
+    target_rps: Optional[float] = Field(None, gt=0)
+    staged: StagedShape = StagedShape()
+    spike: SpikeShape = SpikeShape()
+    step: StepShape = StepShape()
+
+
+class EndpointThresholds(_Section):
+    error_rate: Optional[float] = Field(None, ge=0, le=1)
+    p95_ms: Optional[float] = Field(None, gt=0)
+    p99_ms: Optional[float] = Field(None, gt=0)
+    avg_ms: Optional[float] = Field(None, gt=0)
+    min_rps: Optional[float] = Field(None, ge=0)
+
+
+class ThresholdsConfig(EndpointThresholds):
+    error_rate: Optional[float] = Field(0.01, ge=0, le=1)
+    p95_ms: Optional[float] = Field(1000, gt=0)
+    p99_ms: Optional[float] = Field(2000, gt=0)
+    per_request: dict[str, EndpointThresholds] = {}
+    consistency: bool = True
+
+
+class InfluxConfig(_Section):
+    enabled: bool = False
+    url: str = "http://127.0.0.1:8086"
+    org: str = "loadtest"
+    bucket: str = "locust"
+    measurement_prefix: str = Field("locust", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    flush_interval_seconds: float = Field(5.0, gt=0)
+    batch_size: int = Field(500, ge=1)
+    max_buffer_points: int = Field(10000, ge=1)
+    write_timeout_seconds: float = Field(2.0, gt=0)
+    mode: Literal["aggregate", "raw"] = "aggregate"
+    test_name: str = "product-service"
+
+
+class MonitoringConfig(_Section):
+    influxdb: InfluxConfig = InfluxConfig()
+
+
+class OracleConfig(_Section):
+    enabled: bool = True
+    max_records: int = Field(800_000, ge=100)
+    clock_skew_ms: float = Field(50.0, ge=0)
+
+
+class ContentionConfig(_Section):
+    product: Optional[str] = None
+    stock: int = Field(200, ge=1)
+    quantity: int = Field(1, ge=1)
+
+
+class SuiteConfig(_Section):
+    service: ServiceConfig = ServiceConfig()
+    test_data: TestDataConfig = TestDataConfig()
+    scenario_weights: ScenarioWeights = ScenarioWeights()
+    negative_weights: NegativeWeights = NegativeWeights()
+    user_types: UserTypeWeights = UserTypeWeights()
+    wait_time: WaitTimeConfig = WaitTimeConfig()
+    cache: CacheConfig = CacheConfig()
+    load_shape: LoadShapeConfig = LoadShapeConfig()
+    thresholds: ThresholdsConfig = ThresholdsConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
+    oracle: OracleConfig = OracleConfig()
+    contention: ContentionConfig = ContentionConfig()
+
+    @model_validator(mode="after")
+    def _some_work(self) -> "SuiteConfig":
+        if sum(self.scenario_weights.model_dump().values()) + sum(self.negative_weights.model_dump().values()) == 0:
+            raise ValueError("scenario_weights and negative_weights are all zero: give at least one task a weight")
+        if sum(self.user_types.model_dump().values()) == 0:
+            raise ValueError("user_types weights are all zero: give at least one user type a weight")
+        return self
+
+

@@ -1,0 +1,420 @@
+"""Stream live run metrics to InfluxDB (v2 write API) without ever slowing or changing the load test.
+
+Importing this module registers nothing; `install()` makes a Monitor and event_hooks attaches its listeners().
+
+Design (why it cannot get in the users' way):
+- Locust monkey-patches sockets with gevent, so influxdb-client's SYNCHRONOUS write, called from a
+  background greenlet, only ever blocks that greenlet. Each write is bounded twice: the client's
+  request timeout and a gevent.Timeout of write_timeout_seconds. The batching WriteApi is not used:
+  its rx pipeline and threads would buffer without bound and retry behind our back.
+- Points wait in one bounded deque (max_buffer_points). When the server is down or slow, the oldest
+  points are dropped and counted, and one warning is logged for the whole run.
+- aggregate mode: a sampler greenlet on the master or local runner turns the deltas of Locust's own
+  stats entries into one point per request name per interval; workers open no connection.
+- raw mode: the `request` listener appends one tuple to the deque (no formatting, no I/O); the writer
+  formats it later. Runs on workers too (each opens its own connection); the master or local runner
+  still writes the aggregate points as well.
+
+Measurements (prefix from config): <prefix>_requests (tags name, method; fields count, failures, rps,
+avg, p50, p95, p99 of the interval, timestamped at its end), <prefix>_run (users, count, failures, rps,
+failure_ratio), <prefix>_custom (numeric fields of custom_stats(), nested keys joined with "_"),
+<prefix>_events (tag event=start|end; fields value=1, text), <prefix>_raw (response_time,
+response_length, failed). Every point carries the tags run_id, host and test_name.
+
+What is guaranteed in aggregate mode: for every (request name, method), the sum of `count` over its
+`<prefix>_requests` points equals Locust's num_requests for it at test_stop (plus any reports a master
+receives before quitting), provided points_dropped == 0 and the stats were not reset during the run.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from itertools import islice
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+import gevent
+from locust.runners import WorkerRunner
+from locust.stats import calculate_response_time_percentile, diff_response_time_dicts
+
+if TYPE_CHECKING:
+    from ..config import InfluxConfig
+
+from .lines import _escape_key, _escape_string, _field, _flatten, _line
+
+log = logging.getLogger("monitoring")
+
+_TOTAL_KEY = ("__total__", "")
+
+
+class _WriteTimedOut(Exception):
+    """A write took longer than write_timeout_seconds (raised by our own gevent.Timeout)."""
+
+
+class Monitor:
+    """The metrics stream of one load-generator process: buffer, sampler and writer."""
+
+    def __init__(self, environment, config: "InfluxConfig", token: Optional[str], run_id: str,
+                 custom_stats: Optional[Callable[[], dict]] = None) -> None:
+        self.environment = environment
+        self.config = config
+        self.run_id = run_id
+        self._token = token or None
+        self._custom_stats = custom_stats
+        self._raw = config.mode == "raw"
+        self._cap = config.max_buffer_points
+        self._batch = min(config.batch_size, config.max_buffer_points)
+        self._buffer: deque = deque(maxlen=self._cap)  # str lines, or raw request tuples
+        self._written = 0
+        self._dropped = 0
+        self._errors = 0
+        self._drops_seen = 0
+        self.max_buffered = 0
+        self._warned = False
+        self._custom_warned = False
+        self._failing = False
+        self._retry_at = 0.0
+        self._client = None
+        self._write_api = None
+        self._sampler: Optional[gevent.Greenlet] = None
+        self._writer: Optional[gevent.Greenlet] = None
+        self._prev: dict[tuple[str, str], tuple] = {}
+        self._last_sample = time.monotonic()
+        self._aggregating = False
+        self._running = False
+        self._wake_now = False
+        self._tag_cache: dict[tuple[str, str], str] = {}
+        prefix = config.measurement_prefix
+        self._m_requests = f"{prefix}_requests"
+        self._m_run = f"{prefix}_run"
+        self._m_custom = f"{prefix}_custom"
+        self._m_events = f"{prefix}_events"
+        self._m_raw = f"{prefix}_raw"
+        host = environment.host or "unknown"
+        self._base_tags = (f",run_id={_escape_key(run_id)},host={_escape_key(host)}"
+                           f",test_name={_escape_key(config.test_name)}")
+
+    # ----- public surface -------------------------------------------------------------------
+
+    def stats(self) -> dict[str, int]:
+        """Points written and dropped and failed write attempts so far (for the run summary)."""
+        return {"points_written": self._written, "points_dropped": self._dropped, "write_errors": self._errors}
+
+    @property
+    def buffered(self) -> int:
+        """Points waiting to be written right now (never more than max_buffer_points)."""
+        return len(self._buffer)
+
+    def listeners(self) -> list[tuple[str, Callable]]:
+        """(event name, listener) pairs; event_hooks.register attaches them."""
+        pairs = [("test_start", self._on_test_start), ("test_stop", self._on_test_stop),
+                 ("quitting", self._on_quitting)]
+        return pairs + ([("request", self._on_request)] if self._raw else [])
+
+    def flush(self, timeout: Optional[float] = None) -> None:
+        """Write what is buffered, giving up after `timeout` seconds; what is left is counted as dropped."""
+        timeout = self.config.write_timeout_seconds if timeout is None else timeout
+        if self._writer is not None:
+            self._writer.kill(block=True, timeout=1.0)
+            self._writer = None
+        self._failing = False  # one last attempt even if the server was failing
+        self._drain(time.monotonic() + timeout, final=True)
+        left = len(self._buffer)
+        if left:
+            self._dropped += left
+            self._buffer.clear()
+
+    # ----- event listeners ------------------------------------------------------------------
+
+    def _on_request(self, request_type, name, response_time, response_length, exception=None,
+                    start_time=None, **_kwargs) -> None:
+        # Hot path: one tuple into a bounded deque; the writer formats it later.
+        buffer = self._buffer
+        if len(buffer) == self._cap:
+            self._dropped += 1
+        buffer.append((start_time or time.time(), request_type, name, response_time, response_length,
+                       exception is not None))
+
+    def _on_test_start(self, environment=None, **_kwargs) -> None:
+        if self._running:
+            return
+        self._running = True
+        self._aggregating = not isinstance(self.environment.runner, WorkerRunner)
+        if self._aggregating:
+            # Deltas are counted from here, so a restarted run (web UI) starts from its own zero.
+            self._prev = {key: self._snapshot(entry) for key, entry in self._entries()}
+            self._last_sample = time.monotonic()
+            self._event("start", f"Load test {self.run_id} started")
+            self._sampler = gevent.spawn(self._sample_loop)
+        self._writer = gevent.spawn(self._write_loop)
+
+    def _on_test_stop(self, environment=None, **_kwargs) -> None:
+        if not self._running:
+            return
+        self._running = False
+        if self._sampler is not None:
+            self._sampler.kill(block=True, timeout=1.0)
+            self._sampler = None
+        if self._aggregating:
+            self._sample()
+            self._event("end", f"Load test {self.run_id} ended")
+        self.flush()
+        s = self.stats()
+        log.info("monitoring: %d points written to %s, %d dropped, %d write errors",
+                 s["points_written"], self.config.url, s["points_dropped"], s["write_errors"])
+
+    def _on_quitting(self, environment=None, **_kwargs) -> None:
+        if self._running:
+            self._on_test_stop()
+        elif self._aggregating and self._has_new_counts():
+            # A master can receive the workers' last reports after test_stop: write them too.
+            self._sample()
+            self.flush()
+            s = self.stats()
+            log.info("monitoring: with the workers' last reports: %d points written, %d dropped, %d write errors",
+                     s["points_written"], s["points_dropped"], s["write_errors"])
+        if self._client is not None:
+            try:
+                self._client.close()
+            except Exception:  # noqa: BLE001 - closing must never fail a run
+                pass
+            self._client = None
+            self._write_api = None
+
+    # ----- aggregate sampling ---------------------------------------------------------------
+
+    def _entries(self):
+        stats = self.environment.stats
+        yield from list(stats.entries.items())
+        yield _TOTAL_KEY, stats.total
+
+    @staticmethod
+    def _snapshot(entry) -> tuple:
+        return (entry.num_requests, entry.num_failures, dict(entry.response_times), entry.total_response_time)
+
+    def _has_new_counts(self) -> bool:
+        total = self.environment.stats.total
+        prev = self._prev.get(_TOTAL_KEY)
+        return prev is None or (total.num_requests, total.num_failures) != prev[:2]
+
+    def _sample_loop(self) -> None:
+        interval = self.config.flush_interval_seconds
+        next_at = time.monotonic() + interval
+        while True:
+            gevent.sleep(max(0.0, next_at - time.monotonic()))
+            next_at += interval
+            try:
+                self._sample()
+            except Exception as error:  # noqa: BLE001 - monitoring must never end a run
+                log.debug("monitoring: sampling failed: %s", self._scrub(error))
+
+    def _sample(self) -> None:
+        """Append one point per request name that saw traffic since the last sample, plus run points."""
+        now_mono = time.monotonic()
+        elapsed = max(now_mono - self._last_sample, 1e-6)
+        self._last_sample = now_mono
+        ts = time.time_ns()
+        run_fields: dict[str, Any] = {}
+        for key, entry in self._entries():
+            prev = self._prev.get(key)
+            current = self._snapshot(entry)
+            self._prev[key] = current
+            if prev is None or current[0] < prev[0] or current[1] < prev[1]:
+                prev = (0, 0, {}, 0)  # new entry, or the stats were reset
+            count = current[0] - prev[0]
+            failures = current[1] - prev[1]
+            if key == _TOTAL_KEY:
+                run_fields = {"count": count, "failures": failures, "rps": count / elapsed,
+                              "failure_ratio": failures / count if count else 0.0}
+                continue
+            if not count and not failures:
+                continue
+            fields: dict[str, Any] = {"count": count, "failures": failures, "rps": count / elapsed}
+            times = diff_response_time_dicts(current[2], prev[2])
+            timed = sum(times.values())
+            if count:
+                fields["avg"] = (current[3] - prev[3]) / count
+            if timed:
+                fields["p50"] = float(calculate_response_time_percentile(times, timed, 0.50))
+                fields["p95"] = float(calculate_response_time_percentile(times, timed, 0.95))
+                fields["p99"] = float(calculate_response_time_percentile(times, timed, 0.99))
+            self._push(_line(self._m_requests, self._base_tags + self._request_tags(*key), fields, ts))
+        runner = self.environment.runner
+        run_fields["users"] = runner.user_count if runner is not None else 0
+        self._push(_line(self._m_run, self._base_tags, run_fields, ts))
+        if self._custom_stats is not None:
+            try:
+                custom = _flatten(self._custom_stats() or {})
+            except Exception as error:  # noqa: BLE001 - a broken callable must not stop the stream
+                if not self._custom_warned:
+                    self._custom_warned = True
+                    log.warning("monitoring: custom stats callable failed (%s); custom fields are skipped",
+                                self._scrub(error))
+                custom = {}
+            self._push(_line(self._m_custom, self._base_tags, custom, ts))
+        self.max_buffered = max(self.max_buffered, len(self._buffer))
+        if self._writer is not None:
+            self._writer_wake()
+
+    def _request_tags(self, name: str, method: str) -> str:
+        tags = self._tag_cache.get((name, method))
+        if tags is None:
+            tags = f",name={_escape_key(name or 'unnamed')},method={_escape_key(method or 'unknown')}"
+            if len(self._tag_cache) < 10_000:
+                self._tag_cache[(name, method)] = tags
+        return tags
+
+    def _event(self, kind: str, text: str) -> None:
+        self._push(f"{self._m_events}{self._base_tags},event={kind} "
+                   f'value=1i,text="{_escape_string(text)}" {time.time_ns()}')
+
+    def _push(self, line: Optional[str]) -> None:
+        if line is None:
+            return
+        if len(self._buffer) == self._cap:
+            self._dropped += 1
+        self._buffer.append(line)
+
+    # ----- writing --------------------------------------------------------------------------
+
+    def _writer_wake(self) -> None:
+        self._wake_now = True
+
+    def _write_loop(self) -> None:
+        poll = min(self.config.flush_interval_seconds, 0.2 if self._raw else 0.5)
+        last = time.monotonic()
+        while True:
+            gevent.sleep(poll)
+            now = time.monotonic()
+            if not (self._wake_now or len(self._buffer) >= self._batch
+                    or now - last >= self.config.flush_interval_seconds):
+                continue
+            self._wake_now = False
+            last = now
+            try:
+                self._drain(None)
+            except Exception as error:  # noqa: BLE001 - monitoring must never end a run
+                log.debug("monitoring: writer failed: %s", self._scrub(error))
+
+    def _drain(self, deadline: Optional[float], final: bool = False) -> None:
+        """Write batches until the buffer is empty, a write fails, or the deadline passes."""
+        self.max_buffered = max(self.max_buffered, len(self._buffer))
+        if self._dropped > self._drops_seen:
+            self._drops_seen = self._dropped
+            self._warn_once(None)
+        if not final and self._failing and time.monotonic() < self._retry_at:
+            return
+        while self._buffer:
+            timeout = self.config.write_timeout_seconds
+            if deadline is not None:
+                timeout = min(timeout, deadline - time.monotonic())
+                if timeout <= 0:
+                    return
+            count = min(self._batch, len(self._buffer))
+            batch = list(islice(self._buffer, count))
+            dropped_before = self._dropped
+            error = self._send(self._format(batch), timeout)
+            if error is not None:
+                self._errors += 1
+                self._failing = True
+                self._retry_at = time.monotonic() + self.config.flush_interval_seconds
+                self._warn_once(error)
+                return
+            # Points of this batch dropped from the left while it was in flight were written after all.
+            gone = min(count, self._dropped - dropped_before)
+            self._dropped -= gone
+            for _ in range(count - gone):
+                self._buffer.popleft()
+            self._written += count
+            if self._failing:
+                self._failing = False
+                log.info("monitoring: writes to %s resumed", self.config.url)
+
+    def _format(self, batch: list) -> bytes:
+        lines = []
+        seen: set = set()
+        raw_m, base = self._m_raw, self._base_tags
+        for item in batch:
+            if isinstance(item, str):
+                lines.append(item)
+                continue
+            start, method, name, response_time, length, failed = item
+            tags = self._request_tags(name, method)
+            ts = int(start * 1e9)
+            while (tags, ts) in seen:  # one series cannot hold two points at the same instant
+                ts += 1
+            seen.add((tags, ts))
+            rt = _field(float(response_time)) if response_time is not None else None
+            rt_part = f"response_time={rt}," if rt is not None else ""
+            lines.append(f"{raw_m}{base}{tags} {rt_part}response_length={int(length or 0)}i,"
+                         f"failed={int(failed)}i {ts}")
+        return "\n".join(lines).encode("utf-8")
+
+    def _send(self, body: bytes, timeout: float) -> Optional[BaseException]:
+        """One bounded write; returns the error instead of raising it."""
+        try:
+            write_api = self._ensure_client()
+            with gevent.Timeout(timeout, _WriteTimedOut(f"no answer within {timeout:.1f} s")):
+                write_api.write(bucket=self.config.bucket, org=self.config.org, record=body,
+                                write_precision="ns")
+        except Exception as error:  # noqa: BLE001 - every failure becomes a counted, scrubbed error
+            return error
+        return None
+
+    def _ensure_client(self):
+        if self._write_api is None:
+            from influxdb_client import InfluxDBClient
+            from influxdb_client.client.write_api import SYNCHRONOUS
+
+            # retries=False: a failed write is ours to count and drop, never retried behind our back.
+            self._client = InfluxDBClient(
+                url=self.config.url, token=self._token, org=self.config.org, debug=False,
+                timeout=int(self.config.write_timeout_seconds * 1000), retries=False)
+            self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
+        return self._write_api
+
+    def _warn_once(self, error: Optional[BaseException]) -> None:
+        if self._warned:
+            if error is not None:
+                log.debug("monitoring: write failed again: %s", self._scrub(error))
+            return
+        self._warned = True
+        reason = f"cannot write to {self.config.url} ({self._scrub(error)})" if error is not None \
+            else f"{self.config.url} does not keep up"
+        log.warning("monitoring: %s; the load test is not affected, the oldest points beyond %d are "
+                    "dropped and counted (shown once)", reason, self._cap)
+
+    def _scrub(self, error: Optional[BaseException]) -> str:
+        """One line describing the error, with the token (if any) masked."""
+        if error is None:
+            return ""
+        status = getattr(error, "status", None)
+        if isinstance(status, int):  # influxdb-client's ApiException: status, reason and body, no headers
+            text = f"HTTP {status} {getattr(error, 'reason', '')}: {getattr(error, 'body', '') or ''}"
+        else:
+            text = f"{type(error).__name__}: {error}"
+        if self._token:  # before shortening, so no fragment of the token survives the cut
+            text = text.replace(self._token, "***")
+        return " ".join(text.split())[:300]
+
+
+def install(environment, config: "InfluxConfig", token: Optional[str], run_id: str,
+            custom_stats: Optional[Callable[[], dict]] = None) -> Optional[Monitor]:
+    """Attach live monitoring to this process's Environment; None when it has nothing to do here.
+
+    Call once at init, after the runner exists. Off when not enabled; on a worker only in raw mode.
+    """
+    if not config.enabled:
+        return None
+    if isinstance(environment.runner, WorkerRunner) and config.mode != "raw":
+        return None
+    monitor = Monitor(environment, config, token, run_id, custom_stats)
+    # Importing influxdb-client costs most of a CPU-second: pay it now, before any user runs.
+    # Creating the client opens no connection.
+    try:
+        monitor._ensure_client()
+    except Exception as error:  # noqa: BLE001 - a bad monitoring setting must not stop the load test
+        monitor._warn_once(error)  # writes will fail, be counted and dropped
+    log.info("monitoring: streaming %s metrics of run %s to %s (bucket %s)", config.mode, run_id,
+             config.url, config.bucket)
+    return monitor

@@ -1,0 +1,184 @@
+"""Run-vs-run comparison: per request and metric, a regression only beyond the tolerance and the floor."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from . import charts as result_charts
+from .format import fmt_ms, fmt_num
+from .markdown import FAIL, PASS
+from .results import COMPARE_MD, Run, load_run
+from .tables import _label, duplicated_names, md_escape, md_table, text_table
+
+# ----------------------------------------------------------------------------------------------- compare
+
+METRICS = (  # key, column, label, header
+    ("p50", "p50_ms", "p50", "p50 ms"),
+    ("p95", "p95_ms", "p95", "p95 ms"),
+    ("p99", "p99_ms", "p99", "p99 ms"),
+    ("failure_rate", "failure_pct", "Failure %", "Failure %"),
+    ("rps", "rps", "Req/s", "Req/s"),
+)
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """Per-metric limits; latency and rps in percent, failure rate in absolute percentage points."""
+
+    p50: float = 10.0
+    p95: float = 10.0
+    p99: float = 10.0
+    rps: float = 10.0
+    failure_rate_points: float = 1.0
+    min_delta_ms: float = 5.0
+    min_delta_rps: float = 1.0
+
+
+@dataclass
+class Verdict:
+    """One metric of one request name compared."""
+
+    baseline: float
+    current: float
+    change_pct: float | None  # None when the baseline is 0
+    regressed: bool
+    improved: bool
+
+
+@dataclass
+class Comparison:
+    """Everything compare mode reports."""
+
+    labels: list[str]  # request labels compared, Total last
+    verdicts: dict[tuple[str, str], Verdict]  # (label, metric key) -> verdict
+    only_baseline: list[str]
+    only_current: list[str]
+    tolerances: Tolerances
+
+    @property
+    def regressions(self) -> list[tuple[str, str, Verdict]]:
+        return [(label, key, v) for (label, key), v in self.verdicts.items() if v.regressed]
+
+
+def judge(key: str, base: float, cur: float, tol: Tolerances) -> Verdict:
+    """Whether one metric regressed (or improved) beyond its tolerance; see the module docstring for the rules."""
+    change = None if base == 0 else 100.0 * (cur - base) / base
+    if key == "failure_rate":
+        delta = cur - base
+        return Verdict(base, cur, change, delta > tol.failure_rate_points, -delta > tol.failure_rate_points)
+    if key == "rps":
+        drop = base - cur
+        limit = tol.rps
+        return Verdict(base, cur, change,
+                       drop >= tol.min_delta_rps and (change is not None and -change > limit),
+                       -drop >= tol.min_delta_rps and (change is None or change > limit))
+    limit = getattr(tol, key)
+    delta = cur - base
+    worse = delta >= tol.min_delta_ms and (change is None or change > limit)
+    better = -delta >= tol.min_delta_ms and (change is not None and -change > limit)
+    return Verdict(base, cur, change, worse, better)
+
+
+def _keyed(endpoints: pd.DataFrame, total: pd.Series) -> dict[tuple[str, str], dict]:
+    rows = {(r["method"], r["name"]): r for r in endpoints.to_dict("records") if r["requests"] > 0}
+    rows[("", "Total")] = total.to_dict()
+    return rows
+
+
+def compare_runs(baseline: Run, current: Run, tol: Tolerances) -> Comparison:
+    """Judge every metric of every request name called in both runs, plus the total."""
+    base, cur = _keyed(baseline.endpoints, baseline.total), _keyed(current.endpoints, current.total)
+    names = pd.DataFrame([{"method": m, "name": n} for m, n in set(base) | set(cur)])
+    dup = duplicated_names(names)
+    common = sorted((set(base) & set(cur)) - {("", "Total")}, key=lambda k: (k[1], k[0])) + [("", "Total")]
+    verdicts = {}
+    labels = []
+    for key in common:
+        label = _label(*key, dup)
+        labels.append(label)
+        for metric, column, _, _ in METRICS:
+            b, c = base[key].get(column), cur[key].get(column)
+            if b is None or c is None or pd.isna(b) or pd.isna(c):
+                continue
+            verdicts[(label, metric)] = judge(metric, float(b), float(c), tol)
+    only_b = sorted(_label(*k, dup) for k in set(base) - set(cur))
+    only_c = sorted(_label(*k, dup) for k in set(cur) - set(base))
+    return Comparison(labels, verdicts, only_b, only_c, tol)
+
+
+def _fmt_metric(metric: str, value: float) -> str:
+    return fmt_num(value) if metric in ("failure_rate", "rps") else fmt_ms(value)
+
+
+def compare_cell(metric: str, v: Verdict | None, marks: bool = True) -> str:
+    if v is None:
+        return "-"
+    if metric == "failure_rate":  # judged in absolute points, so shown in points
+        change = f"{v.current - v.baseline:+.2f} pt"
+    else:
+        change = "new" if v.change_pct is None and v.current else "±0%" if v.change_pct is None \
+            else f"{v.change_pct:+.1f}%"
+    mark = (f" {FAIL}" if v.regressed else " ▼" if v.improved and metric != "rps" else " ▲" if v.improved else "") \
+        if marks else (" REGRESSED" if v.regressed else "")
+    return f"{_fmt_metric(metric, v.baseline)} → {_fmt_metric(metric, v.current)} ({change}){mark}"
+
+
+def compare_rows(cmp: Comparison, marks: bool = True) -> list[list[str]]:
+    return [[label, *(compare_cell(m, cmp.verdicts.get((label, m)), marks) for m, *_ in METRICS)]
+            for label in cmp.labels]
+
+
+def compare_headers() -> list[str]:
+    return ["Request", *(header for *_, header in METRICS)]
+
+
+def tolerance_text(tol: Tolerances) -> str:
+    return (f"p50 +{tol.p50:g}%, p95 +{tol.p95:g}%, p99 +{tol.p99:g}% (and at least +{tol.min_delta_ms:g} ms); "
+            f"failure rate +{tol.failure_rate_points:g} percentage points; "
+            f"requests/s -{tol.rps:g}% (and at least -{tol.min_delta_rps:g} req/s)")
+
+
+def compare_markdown(baseline: Run, current: Run, cmp: Comparison, chart: str) -> str:
+    lines = [f"# Run comparison: {md_escape(current.run_id)} vs baseline {md_escape(baseline.run_id)}", ""]
+    regs = cmp.regressions
+    lines.append(f"{FAIL} **{len(regs)} regression(s)** beyond tolerance." if regs
+                 else f"{PASS} **No regression** beyond tolerance.")
+    lines += ["", f"Tolerances: {tolerance_text(cmp.tolerances)}.", ""]
+    if regs:
+        names = {key: label for key, _, label, _ in METRICS}
+        lines += [f"- {md_escape(label)} {names[key]}: {compare_cell(key, v, marks=False).replace(' REGRESSED', '')}"
+                  for label, key, v in regs]
+        lines.append("")
+    lines += ["Each cell: baseline → current (change). "
+              f"{FAIL} regressed beyond tolerance; ▼ lower latency / failure rate, ▲ higher req/s: improved beyond "
+              "tolerance.", "",
+              md_table(compare_headers(), compare_rows(cmp))]
+    if cmp.only_baseline:
+        lines += ["", f"Only in the baseline (not compared): {', '.join(md_escape(n) for n in cmp.only_baseline)}."]
+    if cmp.only_current:
+        lines += ["", f"Only in the current run (not compared): {', '.join(md_escape(n) for n in cmp.only_current)}."]
+    lines += ["", f"![Comparison]({chart})", ""]
+    return "\n".join(lines)
+
+
+def run_compare(base_dir: Path, cur_dir: Path, tol: Tolerances, out_dir: Path | None) -> tuple[int, str]:
+    baseline = load_run(base_dir, with_history=False)
+    current = load_run(cur_dir, with_history=False)
+    out = Path(out_dir) if out_dir is not None else current.folder
+    out.mkdir(parents=True, exist_ok=True)
+    cmp = compare_runs(baseline, current, tol)
+    chart = "chart_compare.png"
+    result_charts.save(result_charts.compare_figure(cmp, METRICS), out / chart)
+    (out / COMPARE_MD).write_text(compare_markdown(baseline, current, cmp, chart), encoding="utf-8")
+    text = [f"Baseline {baseline.run_id} -> current {current.run_id}",
+            f"Tolerances: {tolerance_text(tol)}", "", text_table(compare_headers(), compare_rows(cmp, marks=False))]
+    if cmp.only_baseline:
+        text.append(f"Only in the baseline (not compared): {', '.join(cmp.only_baseline)}")
+    if cmp.only_current:
+        text.append(f"Only in the current run (not compared): {', '.join(cmp.only_current)}")
+    text.append(f"{len(cmp.regressions)} regression(s) beyond tolerance" if cmp.regressions
+                else "No regression beyond tolerance")
+    text.append(f"Wrote {out / COMPARE_MD} and {out / chart}")
+    return (1 if cmp.regressions else 0), "\n".join(text)

@@ -1,0 +1,58 @@
+"""Tables for every output: the per-request rows, a terminal table and a GitHub Markdown table."""
+from __future__ import annotations
+
+import pandas as pd
+
+from .format import fmt_ms, fmt_num
+
+TABLE_HEADERS = ("Request", "Requests", "Failures", "Failure %", "Median ms", "p95 ms", "p99 ms",
+                 "Average ms", "Max ms", "Req/s")
+
+
+
+def _label(method: str, name: str, duplicated: set[str]) -> str:
+    return f"{method} {name}" if name in duplicated and method else name
+
+
+def duplicated_names(frame: pd.DataFrame) -> set[str]:
+    """Names used with more than one method: those rows are labelled "METHOD name"."""
+    counts = frame["name"].value_counts()
+    return set(counts[counts > 1].index)
+
+
+def table_rows(endpoints: pd.DataFrame, total: pd.Series) -> list[list[str]]:
+    """Rows of the per-request table (strings), the Aggregated total last."""
+    dup = duplicated_names(endpoints)
+    rows = []
+    for row in [*endpoints.itertuples(index=False), None]:
+        r = total if row is None else row._asdict()
+        label = "Total" if row is None else _label(r["method"], r["name"], dup)
+        if r["requests"] == 0:
+            rows.append([label, "0", "0", "-", *(["not called"] + ["-"] * 4), "-"])
+            continue
+        rows.append([label, str(int(r["requests"])), str(int(r["failures"])), fmt_num(r["failure_pct"]),
+                     fmt_ms(r["p50_ms"]), fmt_ms(r["p95_ms"]), fmt_ms(r["p99_ms"]), fmt_ms(r["avg_ms"]),
+                     fmt_ms(r["max_ms"]), fmt_num(r["rps"])])
+    return rows
+
+
+def text_table(headers, rows) -> str:
+    """A plain aligned table for the terminal: text left, numbers right."""
+    widths = [max(len(str(h)), *(len(r[i]) for r in rows)) if rows else len(str(h)) for i, h in enumerate(headers)]
+
+    def line(cells):
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
+
+
+def md_escape(text) -> str:
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def md_table(headers, rows, left: int = 1) -> str:
+    """A GitHub Markdown table: the first `left` columns left-aligned, the rest (numbers) right-aligned."""
+    out = ["| " + " | ".join(md_escape(h) for h in headers) + " |",
+           "|" + "|".join([":---"] * left + ["---:"] * (len(headers) - left)) + "|"]
+    out += ["| " + " | ".join(md_escape(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)

@@ -1,0 +1,161 @@
+"""One test run as the suite's listeners see it: its state, its start (classes, contention) and its stop.
+
+event_hooks.register() makes one SuiteRun per process and attaches its listeners; nothing here registers
+itself. The end of the run (oracle, verdict, reports) is in end_of_run.py.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import gevent
+from locust.runners import MasterRunner, WorkerRunner
+
+from ..config import SuiteConfig
+from ..names import CONTENTION_USER
+from ..service_client import ServiceClient, first_product_name
+from .custom_stats import STATS
+
+logger = logging.getLogger("product_service_suite")
+
+
+class SuiteRun:
+    """What the listeners learn during a run and the summary needs at the end."""
+
+    def __init__(self, config: SuiteConfig) -> None:
+        self.config = config
+        # run_tests.sh exports RUN_ID to the master and every worker so their points and records agree.
+        self.run_id = os.environ.get("RUN_ID") or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        self.results_dir: Path | None = None
+        self.started_at: float | None = None
+        self.stopped_at: float | None = None
+        self.peak_users = 0
+        self.peak_workers = 0
+        self.contended: str | None = None
+        self.monitor = None
+        self.finalized: dict[str, Any] | None = None
+        self.interrupted = False
+        self.trimmer: gevent.Greenlet | None = None
+
+    def current_summary(self) -> dict[str, Any] | None:
+        """The last finished run's summary (what summary.json holds), or None while a run is going on."""
+        return self.finalized
+
+    def contended_product(self, host: str) -> str | None:
+        """The product ContentionUser buys: configured, or the first catalogue name (the same on every worker)."""
+        if self.contended is None:
+            self.contended = self.config.contention.product or first_product_name(
+                host, self.config.service.request_timeout_seconds)
+        return self.contended
+
+    # Listeners (attached by event_hooks.register) ---------------------------------------------------
+
+    def on_test_start(self, environment, **_kwargs) -> None:
+        STATS.reset()
+        self.started_at, self.stopped_at, self.finalized = time.time(), None, None
+        self.peak_users = 0
+        if isinstance(environment.runner, WorkerRunner):
+            return
+        if self.trimmer is None or self.trimmer.dead:
+            self.trimmer = gevent.spawn(_trim_per_second_counters, environment)
+        if any(cls.__name__ == CONTENTION_USER for cls in environment.user_classes):
+            self._prepare_contention(environment)
+
+    def on_spawning_complete(self, user_count: int, **_kwargs) -> None:
+        self.peak_users = max(self.peak_users, user_count)
+
+    def on_test_stopping(self, environment, **_kwargs) -> None:
+        runner = environment.runner
+        self.peak_users = max(self.peak_users, runner.user_count if runner else 0)
+        if isinstance(runner, MasterRunner):
+            self.peak_workers = max(self.peak_workers, len(runner.clients.all))
+
+    def on_test_stop(self, environment, finish: Callable[[Any], Any], **_kwargs) -> None:
+        self.stopped_at = time.time()
+        if environment.web_ui is not None and not isinstance(environment.runner, WorkerRunner):
+            gevent.spawn(finish, environment)  # the UI shows the verdict as soon as a test stops
+
+    def watch_interrupts(self) -> None:
+        """Remember a Ctrl-C (run_tests.sh turns SIGTERM into SIGINT too) so the summary says the run was cut short.
+
+        The KeyboardInterrupt goes to the main greenlet only, where locust.main catches it and shuts down: a
+        plain signal handler raises it in whichever greenlet happens to run (the hub, or on a master the one
+        that receives the workers' messages), which kills that greenlet and prints a traceback.
+        """
+        def on_interrupt() -> None:
+            self.interrupted = True
+            hub = gevent.get_hub()
+            hub.loop.run_callback(hub.parent.throw, KeyboardInterrupt)  # what gevent does with a KeyboardInterrupt
+
+        try:
+            gevent.signal_handler(signal.SIGINT, on_interrupt)
+        except ValueError:  # not the main thread (an embedded Environment): nothing to watch
+            pass
+
+    def _prepare_contention(self, environment) -> None:
+        """Set the contended product to a known stock before any buy (the oracle's start snapshot follows)."""
+        host = environment.host or self.config.service.base_url
+        name = self.contended_product(host)
+        if name is None:
+            logger.error("contention: no product to contend for (the catalogue is empty or unreachable)")
+            return
+        stock = self.config.contention.stock
+        outcome = ServiceClient(host, self.config.service.request_timeout_seconds).set_stock(name, stock)
+        # Not recorded in the ledger: the oracle's own test_start listener runs after this one, clears the
+        # ledger and snapshots the start stock, so this value is the oracle's starting point.
+        logger.info("contention: %r set to stock %d (%s)", name, stock, outcome)
+
+
+def select_user_classes(environment) -> None:
+    """ContentionUser runs only when asked for (by class name or tag); classes left without tasks by tag filtering are dropped."""
+    if isinstance(environment.runner, WorkerRunner):
+        return  # the master decides which classes run (the UI's class picker may send ContentionUser)
+    options = environment.parsed_options
+    named = set(getattr(options, "user_classes", None) or []) if options else set()
+    tags = set(getattr(options, "tags", None) or []) if options else set()
+    excluded = set(getattr(options, "exclude_tags", None) or []) if options else set()
+    keep = []
+    for cls in environment.user_classes:
+        if cls.__name__ == CONTENTION_USER and CONTENTION_USER not in named and "contention" not in tags:
+            continue
+        if (tags or excluded) and not any(_task_selected(task, tags, excluded) for task in cls.tasks):
+            continue
+        keep.append(cls)
+    if not keep:
+        print("usage error: no user class has a task left after --tags/--exclude-tags: check the tag names",
+              file=sys.stderr, flush=True)
+        raise SystemExit(2)
+    environment.user_classes[:] = keep
+
+
+def _task_selected(task, tags: set[str], excluded: set[str]) -> bool:
+    task_tags = getattr(task, "locust_tag_set", set())
+    if tags and not task_tags & tags:
+        return False
+    return not task_tags & excluded
+
+
+def _trim_per_second_counters(environment, keep_seconds: int = 60, every_seconds: float = 60.0) -> None:
+    """Keep soak runs flat: Locust keeps one requests-per-second counter per name per second forever,
+    but only the last ~12 s feed its current rate (reports use totals and stats.history)."""
+    while True:
+        gevent.sleep(every_seconds)
+        trim_per_second_counters(environment.stats, time.time() - keep_seconds)
+
+
+def trim_per_second_counters(stats, before: float) -> int:
+    """Drop per-second counters older than `before` (epoch seconds) from every entry; returns how many."""
+    cutoff, dropped = int(before), 0
+    for entry in (stats.total, *stats.entries.values()):
+        for counters in (entry.num_reqs_per_sec, entry.num_fail_per_sec):
+            old = [second for second in counters if second < cutoff]
+            for second in old:
+                del counters[second]
+            dropped += len(old)
+    return dropped
