@@ -12,9 +12,10 @@ from functools import partial
 
 import gevent
 
+import monitoring
+
 from loadsuite import oracle
 from loadsuite.config import SuiteConfig, influxdb_token
-from loadsuite.monitoring import influx
 from loadsuite.openmodel import latency_correction, pacing
 from loadsuite.runtime import end_of_run
 from loadsuite.runtime.attach import attach_listeners
@@ -55,7 +56,7 @@ def _on_init(run: SuiteRun, environment) -> None:
         oracle.install(environment, config.oracle)
         pairs += oracle.listeners(environment)
     tab.install(environment, run.current_summary, STATS.snapshot)
-    run.monitor = influx.install(environment, config.monitoring.influxdb, influxdb_token(), run.run_id,
+    run.monitor = monitoring.install(environment, config.monitoring.influxdb, influxdb_token(), run.run_id,
                                  custom_stats=STATS.snapshot)
     if run.monitor is not None:
         pairs += run.monitor.listeners()

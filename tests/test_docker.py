@@ -141,7 +141,7 @@ def needed_files() -> set[str]:
     script = RUN_TESTS.read_text()
     entry = {m[:-3] for m in re.findall(r"\b([A-Za-z_]\w*\.py)\b", script) if (ROOT / m).is_file()}
     entry |= {m for m in re.findall(r"-m\s+([A-Za-z_]\w*)", script) if _local_module_files(m)}
-    assert {"locustfile", "product_service", "analyze_results", "config_loader"} <= entry, entry
+    assert {"locustfile", "product_service", "analyze_results", "loadsuite"} <= entry, entry
     needed = {"run_tests.sh", "config.yaml", "requirements.txt", "requirements.lock"}
     todo, seen = list(entry), set()
     while todo:
@@ -169,14 +169,16 @@ def substitute(value: str) -> str:
 
 
 def run_tests_interface() -> tuple[dict[str, list[str]], set[str]]:
-    """Modes with their positional arguments (from run_tests.sh's usage header) and its documented options."""
+    """Modes with their positional arguments and the options, from run_tests.sh's own parser."""
+    from loadsuite.cli.run_args import POSITIONALS, build_parser
+
+    modes = {mode: [name if name == "MASTER_HOST" else f"[{name}]" for name in names]
+             for mode, names in POSITIONALS.items()}
+    parser = build_parser()
+    sub = parser._subparsers._group_actions[0].choices["headless"]
+    options = {option for action in sub._actions for option in action.option_strings if option.startswith("--")}
     script = RUN_TESTS.read_text()
-    header = script.split("\nset ", 1)[0]
-    modes = {}
-    for mode, args in re.findall(r"^#\s+\./run_tests\.sh (\w+)((?: +\[?[A-Z_]+\]?)*)", header, re.M):
-        modes[mode] = args.split()
-    options = set(re.findall(r"(--[a-z][a-z-]+)", header.split("Options:", 1)[1].split("\n# With", 1)[0]))
-    for mode in modes:  # documented modes must be real branches of the script
+    for mode in modes:  # every mode must be a real branch of the script
         branch = rf"^\s+(?:[a-z]+\|)*{mode}(?:\|[a-z]+)*\)|\"\$MODE\" = \"{mode}\""
         assert re.search(branch, script, re.M), f"mode {mode} has no branch in run_tests.sh"
     return modes, options
