@@ -57,6 +57,8 @@ class TestDataConfig(_Section):
 
 def _weights(names: tuple[str, ...], defaults: dict[str, int]):
     """A frozen model with one non-negative integer weight per task name."""
+    unknown = set(defaults) - set(names)
+    assert not unknown, f"default weights for unknown names: {unknown}"
     fields = {name: (int, Field(defaults.get(name, 1), ge=0, strict=True)) for name in names}
     return create_model("Weights", __base__=_Section, **fields)
 

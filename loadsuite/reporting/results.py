@@ -196,7 +196,7 @@ def timeline(history: pd.DataFrame, min_bin_s: int = 1) -> tuple[pd.DataFrame, i
 
 
 def load_summary(path: Path) -> dict | None:
-    """summary.json written by verdict.py, or None when the run has none."""
+    """summary.json written at the end of the run, or None when the run has none."""
     if not path.exists():
         return None
     try:
