@@ -400,6 +400,8 @@ E2E_LOCUSTFILE = """
     @events.init.add_listener
     def _attach(environment, **_kwargs):
         open_model.attach(environment)
+        for event, listener in open_model.listeners(environment):
+            getattr(environment.events, event).add_listener(listener)
 
     @events.quitting.add_listener
     def _report(environment, **_kwargs):

@@ -83,25 +83,53 @@ class Plan:
         return "\n".join(lines) + "\n"
 
 
+USAGE = """\
+usage:
+  ./run_tests.sh headless [USERS] [DURATION_S] [HOST] [options] [-- locust args]
+  ./run_tests.sh ui [HOST] [options] [-- locust args]              web UI on 127.0.0.1:8089
+  ./run_tests.sh distributed [WORKERS] [USERS] [DURATION_S] [HOST] [options] [-- locust args]
+  ./run_tests.sh master [USERS] [DURATION_S] [HOST] [options] [-- locust args]   (waits for workers)
+  ./run_tests.sh worker MASTER_HOST [options] [-- locust args]
+  ./run_tests.sh test [pytest args]                                the project's tests
+
+Options:
+  --shape staged|spike|step|none   a load shape: it decides users and duration
+  --client fast|requests           Locust's client (default fast: geventhttpclient)
+  --threshold KEY=VALUE            repeatable: p95_ms=500, Buy_Product.p99_ms=900, consistency=false
+  --config FILE                    config file (default config.yaml, or CONFIG_PATH)
+  --spawn-rate R                   users started per second (default USERS/5, at least 2)
+  --no-analysis                    skip summary.md and the charts
+  -- ARGS                          anything after -- goes to Locust unchanged (user classes, --tags ...)
+
+With no HOST the bundled reference service is started on a free port with a fresh database and stopped
+afterwards. Every run writes results/<UTC timestamp>/ and points results/latest at it (RESULTS_ROOT=DIR
+puts them elsewhere). Bounds: USERS <= {users:,}, DURATION_S <= {duration:,}, WORKERS <= {workers}.
+
+Exit codes: 0 passed, 1 a threshold or the consistency oracle failed, 2 bad configuration or usage (before
+any traffic), 3 target unreachable, 4 results could not be written, 5 Locust died.
+Environment: RESULTS_ROOT, WEB_HOST, WEB_PORT, MASTER_PORT, MASTER_BIND_HOST, EXPECT_WORKERS, STOP_TIMEOUT,
+CONFIG_PATH, PRODUCT_SERVICE_URL, LOAD_SHAPE, SERVICE_CLIENT, THRESHOLDS, INFLUXDB_TOKEN.
+""".format(users=MAX_USERS, duration=MAX_DURATION_S, workers=MAX_WORKERS)
+NEEDS = {"--shape": "--shape needs a value: staged, spike, step or none",
+         "--client": "--client needs a value: fast or requests",
+         "--threshold": "--threshold needs KEY=VALUE, e.g. p95_ms=500",
+         "--config": "--config needs a file", "--spawn-rate": "--spawn-rate needs a number"}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="./run_tests.sh", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Load-test product-service with Locust: a report and a verdict (exit code) per run.",
-        epilog="Anything after -- goes to Locust unchanged (user classes, --tags, --processes ...).\n"
-               "Exit codes: 0 passed, 1 a threshold or the consistency oracle failed, 2 bad configuration or usage\n"
-               "(before any traffic), 3 target unreachable, 4 results could not be written, 5 Locust died.\n"
-               "Environment: RESULTS_ROOT, WEB_HOST, WEB_PORT, MASTER_PORT, MASTER_BIND_HOST, EXPECT_WORKERS,\n"
-               "STOP_TIMEOUT, CONFIG_PATH, PRODUCT_SERVICE_URL, LOAD_SHAPE, SERVICE_CLIENT, THRESHOLDS, INFLUXDB_TOKEN.")
+    parser = argparse.ArgumentParser(prog="./run_tests.sh", usage=argparse.SUPPRESS, add_help=False,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, description=USAGE)
     modes = parser.add_subparsers(dest="mode", metavar="MODE", required=True)
     for mode, text in MODES.items():
-        sub = modes.add_parser(mode, help=text, description=text)
+        sub = modes.add_parser(mode, help=text, description=text, epilog=USAGE,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
         if mode == "test":
             continue
         for name in POSITIONALS[mode]:
             sub.add_argument(name.lower(), nargs="?" if name != "MASTER_HOST" else None, metavar=name,
                              default=DEFAULTS[name])
-        sub.add_argument("--shape", choices=[*SHAPES, "none"], help="load shape; it decides users and duration")
-        sub.add_argument("--client", choices=CLIENTS, help="Locust client: fast (geventhttpclient, default) or requests")
+        sub.add_argument("--shape", metavar="NAME", help="load shape: staged, spike, step or none")
+        sub.add_argument("--client", metavar="NAME", help="Locust client: fast or requests")
         sub.add_argument("--threshold", action="append", default=[], metavar="KEY=VALUE",
                          help="override a threshold, repeatable: p95_ms=500, Buy_Product.p99_ms=900, consistency=false")
         sub.add_argument("--config", metavar="FILE", help="config file (default config.yaml or CONFIG_PATH)")
@@ -139,6 +167,10 @@ def plan(argv: list[str], env: dict[str, str] | None = None) -> Plan:
         result.master_host = values["MASTER_HOST"]
         if not result.master_host or result.master_host.startswith("-"):
             raise UsageError("worker needs MASTER_HOST: ./run_tests.sh worker 10.0.0.5")
+    if args.shape is not None and args.shape not in (*SHAPES, "none"):
+        raise UsageError(f"unknown shape {args.shape!r}: use {', '.join(SHAPES)} or none")
+    if args.client is not None and args.client not in CLIENTS:
+        raise UsageError(f"unknown client {args.client!r}: use {' or '.join(CLIENTS)}")
     result.shape = args.shape or ""
     result.client = args.client or ""
     result.thresholds = list(args.threshold)
@@ -153,7 +185,7 @@ def plan(argv: list[str], env: dict[str, str] | None = None) -> Plan:
 def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
     """The mode, then its positionals and options in any order (as the shell script always allowed)."""
     def fail(message: str) -> None:
-        raise UsageError(f"{message}: see ./run_tests.sh --help")
+        raise UsageError(_reworded(message))
 
     modes = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     if not argv or argv[0] not in modes:
@@ -163,6 +195,21 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
     args = sub.parse_intermixed_args(argv[1:])
     args.mode = argv[0]
     return args
+
+
+def _reworded(message: str) -> str:
+    """argparse's messages in this script's words: what is wrong and what to write instead."""
+    if message.startswith("argument --") and message.endswith("expected one argument"):
+        option = message.split()[1].rstrip(":")
+        return NEEDS.get(option, f"{option} needs a value")
+    if message.startswith("unrecognized arguments: "):
+        first = message.split()[2]
+        if first.startswith("-"):
+            return f"unknown option {first}: see ./run_tests.sh --help"
+        return f"too many arguments (from {first!r} on): see ./run_tests.sh --help"
+    if "MASTER_HOST" in message:
+        return "worker needs MASTER_HOST: ./run_tests.sh worker 10.0.0.5"
+    return f"{message}: see ./run_tests.sh --help"
 
 
 def _host(text: str) -> str:
@@ -226,25 +273,27 @@ def _locust_choices(extra: list[str]) -> tuple[list[str], list[str]]:
     return list(options.user_classes or []), tags
 
 
+def _say(text: str, code: int) -> str:
+    """Shell code that prints text on stdout and exits with code."""
+    return f"printf '%s\\n' {shlex.quote(text.rstrip())}\nexit {code}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Shell code on stdout for run_tests.sh to eval; help and errors on stderr."""
+    """Shell code on stdout for run_tests.sh to eval; errors on stderr (exit 2)."""
     argv = sys.argv[1:] if argv is None else argv
-    shell_out, sys.stdout = sys.stdout, sys.stderr  # argparse's help must not reach the eval'd stdout
-    try:
-        if not argv or argv[0] in ("-h", "--help", "help"):
-            build_parser().print_help()
-            print("exit 0" if argv else "exit 2", file=shell_out)
-            return 0
-        print(plan(argv).shell(), end="", file=shell_out)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_say(USAGE, 0 if argv else 2), end="")
         return 0
+    if argv[0] in MODES and any(arg in ("-h", "--help") for arg in argv[1:argv.index("--") if "--" in argv else None]):
+        sub = build_parser()._subparsers._group_actions[0].choices[argv[0]]  # type: ignore[union-attr]
+        print(_say(sub.format_help(), 0), end="")
+        return 0
+    try:
+        print(plan(argv).shell(), end="")
     except UsageError as error:
         print(f"run_tests.sh: {error}", file=sys.stderr)
         return 2
-    except SystemExit as done:  # --help of a mode
-        print(f"exit {done.code or 0}", file=shell_out)
-        return 0
-    finally:
-        sys.stdout = shell_out
+    return 0
 
 
 if __name__ == "__main__":
