@@ -16,7 +16,7 @@ from aiohttp.web_request import BaseRequest
 
 from . import payloads
 from .catalog import Product
-from .faults import Faults, unsafe_pause
+from .faults import Faults, RacyWrites
 from .responses import (CORS_ORIGIN, DATABASE_ERROR_BODY, EMPTY_LIST_BODY, HEALTH_BODY, INTERNAL_ERROR_BODY,
                         INVALID_BODY, MISSING_CATEGORY, RESOURCE_NOT_FOUND, STOCK_UPDATED_BODY, VALIDATION_ERROR,
                         ApiError, insufficient_stock, json_response, product_not_found, success_body)
@@ -75,6 +75,7 @@ class ProductService:
         self.store = store
         self.faults = faults
         self.views = ProductViews(store)
+        self.racy = RacyWrites()
         self.routes: dict[str, dict[str, Handler]] = {
             "/health": {"GET": self.health},
             "/products": {"GET": self.list_products},
@@ -140,6 +141,7 @@ class ProductService:
             self.store.set_stock(update.name, update.stock)
         except ProductNotFound:
             raise product_not_found(update.name) from None
+        self.racy.committed()
         return json_response(STOCK_UPDATED_BODY)
 
     async def buy(self, request: BaseRequest) -> web.Response:
@@ -153,19 +155,27 @@ class ProductService:
         return _bought(order, remaining)
 
     async def buy_unsafe(self, request: BaseRequest) -> web.Response:
-        """The Go service's buy: read, pause, check, blind write; concurrent buys lose updates."""
+        """The Go service's buy: read, check, blind write; a racy share overwrites a concurrent write (lost update)."""
         order = payloads.parse_buy(await _read_body(request))
         stock = self.store.read_stock(order.name)
         if stock is None:
             raise product_not_found(order.name)
-        await unsafe_pause()
         if order.quantity > stock:
             raise insufficient_stock(order.name, stock, order.quantity)
-        try:
-            self.store.set_stock(order.name, stock - order.quantity)
-        except ProductNotFound:
-            raise product_not_found(order.name) from None
-        return _bought(order, stock - order.quantity)
+        remaining = stock - order.quantity
+
+        def write() -> None:
+            try:
+                self.store.set_stock(order.name, remaining)
+            except ProductNotFound:
+                raise product_not_found(order.name) from None
+
+        if self.racy.is_racy():
+            await self.racy.after_next_write(write)
+        else:
+            write()
+            self.racy.committed()
+        return _bought(order, remaining)
 
 
 def _bought(order: payloads.BuyOrder, remaining: int) -> web.Response:
