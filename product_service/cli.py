@@ -15,6 +15,7 @@ from typing import NoReturn
 
 from .catalog import DEFAULT_CATALOG, CatalogError, load_catalog
 from .faults import Faults, parse_error_rate, parse_latency
+from .hardening import BODY_TIMEOUT_S, FD_MARGIN, HEADER_TIMEOUT_S, Limits
 from .store import StoreError, Store
 
 PROG = "product_service"
@@ -36,6 +37,7 @@ class Settings:
     reset: bool
     faults: Faults
     access_log: bool
+    limits: Limits = Limits()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,6 +60,26 @@ def _checked(parse, text: str):  # type: ignore[no-untyped-def]
         return parse(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 3600.0:
+        raise argparse.ArgumentTypeError(f"invalid timeout {text!r}: expected seconds 0..3600 (0 turns it off)")
+    return value
+
+
+def _connections(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid connection count {text!r}: expected an integer >= 1")
+    return value
 
 
 def default_db_path(environ: Mapping[str, str]) -> Path:
@@ -112,6 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="share of requests (all but /health) answered 500 UNKNOWN_ERROR, 0..1")
     parser.add_argument("--unsafe-buy", action="store_true",
                         help="reproduce the Go service's lost-update buy (read, pause, blind write)")
+    parser.add_argument("--header-timeout", type=_seconds, default=HEADER_TIMEOUT_S, metavar="S",
+                        help=f"close a connection whose request head is not complete S seconds after its first byte "
+                             f"(default {HEADER_TIMEOUT_S:g}; 0 off)")
+    parser.add_argument("--body-timeout", type=_seconds, default=BODY_TIMEOUT_S, metavar="S",
+                        help=f"answer 408 when a request body is not complete S seconds after its head "
+                             f"(default {BODY_TIMEOUT_S:g}; 0 off)")
+    parser.add_argument("--max-connections", type=_connections, default=None, metavar="N",
+                        help=f"open connections at most (default: the open-file limit minus {FD_MARGIN}); at the cap "
+                             "a new connection replaces the oldest one still waiting for a request, else gets 503")
     parser.add_argument("--access-log", action="store_true", help="log every request to stderr (slower)")
     return parser
 
@@ -137,7 +168,8 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
                              "need 0 <= MIN <= MAX") from None
     return Settings(host=args.host, port=port, db=args.db or default_db_path(environ), catalog=args.catalog,
                     reset=args.reset, faults=Faults(latency, args.error_rate, args.unsafe_buy),
-                    access_log=args.access_log)
+                    access_log=args.access_log,
+                    limits=Limits(args.header_timeout, args.body_timeout, args.max_connections))
 
 
 def _bind_error(settings: Settings, exc: OSError) -> UsageError:
@@ -155,17 +187,22 @@ async def serve(settings: Settings) -> int:
     from aiohttp import web  # imported here so that a bad flag is reported without waiting for aiohttp
 
     from .app import ProductService, make_server
+    from .hardening import AcceptErrors
 
     try:
         store = Store.open(settings.db, load_catalog(settings.catalog), reset=settings.reset)
     except (StoreError, CatalogError) as exc:
         raise UsageError(str(exc)) from None
     loop = asyncio.get_running_loop()
+    accept_errors = AcceptErrors(loop)
+    loop.set_exception_handler(accept_errors)
     stopping = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
-    runner = web.ServerRunner(make_server(ProductService(store, settings.faults), access_log=settings.access_log),
-                              shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    service = ProductService(store, settings.faults)
+    server = make_server(service, access_log=settings.access_log, limits=settings.limits)
+    runner = web.ServerRunner(server, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    server.guard.start(loop)
     try:
         await runner.setup()
         site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
@@ -178,8 +215,10 @@ async def serve(settings: Settings) -> int:
         print(f"listening on http://{host}:{port}", flush=True)
         await stopping.wait()
     finally:
+        server.guard.stop()
         await runner.cleanup()  # stops listening, lets in-flight requests finish, then closes connections
         store.close()
+        accept_errors.report()
     return 0
 
 
