@@ -22,6 +22,7 @@ PROG = "product_service"
 DEFAULT_PORT = 8082
 SHUTDOWN_TIMEOUT_S = 10.0
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off", ""}
+PROFILES = ("contract", "go")
 
 
 class UsageError(Exception):
@@ -37,6 +38,7 @@ class Settings:
     reset: bool
     faults: Faults
     access_log: bool
+    profile: str = "contract"
     limits: Limits = Limits()
 
 
@@ -133,7 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--error-rate", type=lambda t: _checked(parse_error_rate, t), default=0.0, metavar="R",
                         help="share of requests (all but /health) answered 500 UNKNOWN_ERROR, 0..1")
     parser.add_argument("--unsafe-buy", action="store_true",
-                        help="reproduce the Go service's lost-update buy (read, pause, blind write)")
+                        help="reproduce the Go service's lost-update buy: about 7%% of concurrent buys are lost")
+    parser.add_argument("--profile", choices=PROFILES, default=None,
+                        help="contract (default, or $PRODUCT_SERVICE_PROFILE): the exact HTTP contract; go: the real "
+                             "Go service as observed, defects included (lenient routing, 500 for 404/405, torn reads, "
+                             "lost updates, per-layer delays)")
     parser.add_argument("--header-timeout", type=_seconds, default=HEADER_TIMEOUT_S, metavar="S",
                         help=f"close a connection whose request head is not complete S seconds after its first byte "
                              f"(default {HEADER_TIMEOUT_S:g}; 0 off)")
@@ -166,9 +172,15 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
         except ValueError:
             raise UsageError(f"SIMULATE_DELAY_MIN_MS={low:g} / SIMULATE_DELAY_MAX_MS={high:g}: "
                              "need 0 <= MIN <= MAX") from None
+    profile = args.profile
+    if profile is None:
+        profile = environ.get("PRODUCT_SERVICE_PROFILE", "").strip().lower() or "contract"
+        if profile not in PROFILES:
+            raise UsageError(f"PRODUCT_SERVICE_PROFILE={environ['PRODUCT_SERVICE_PROFILE']!r} is not a profile; "
+                             f"set it to {' or '.join(PROFILES)}")
     return Settings(host=args.host, port=port, db=args.db or default_db_path(environ), catalog=args.catalog,
                     reset=args.reset, faults=Faults(latency, args.error_rate, args.unsafe_buy),
-                    access_log=args.access_log,
+                    access_log=args.access_log, profile=profile,
                     limits=Limits(args.header_timeout, args.body_timeout, args.max_connections))
 
 
@@ -187,6 +199,7 @@ async def serve(settings: Settings) -> int:
     from aiohttp import web  # imported here so that a bad flag is reported without waiting for aiohttp
 
     from .app import ProductService, make_server
+    from .go_profile import GoProductService
     from .hardening import AcceptErrors
 
     try:
@@ -199,7 +212,7 @@ async def serve(settings: Settings) -> int:
     stopping = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
-    service = ProductService(store, settings.faults)
+    service = (GoProductService if settings.profile == "go" else ProductService)(store, settings.faults)
     server = make_server(service, access_log=settings.access_log, limits=settings.limits)
     runner = web.ServerRunner(server, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     server.guard.start(loop)
