@@ -7,6 +7,7 @@ import errno
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -15,12 +16,13 @@ from typing import NoReturn
 
 from .catalog import DEFAULT_CATALOG, CatalogError, load_catalog
 from .faults import Faults, parse_error_rate, parse_latency
-from .hardening import BODY_TIMEOUT_S, FD_MARGIN, HEADER_TIMEOUT_S, Limits
+from .hardening import ACCEPT_BURST, BODY_TIMEOUT_S, FD_MARGIN, HEADER_TIMEOUT_S, Limits
 from .store import StoreError, Store
 
 PROG = "product_service"
 DEFAULT_PORT = 8082
 SHUTDOWN_TIMEOUT_S = 10.0
+LISTEN_BACKLOG = 1024
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off", ""}
 PROFILES = ("contract", "go")
 
@@ -184,6 +186,22 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
                     limits=Limits(args.header_timeout, args.body_timeout, args.max_connections))
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A bound, listening TCP socket for host:port (the first address the host resolves to)."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                         flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(LISTEN_BACKLOG)
+    except BaseException:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
 def _bind_error(settings: Settings, exc: OSError) -> UsageError:
     where = f"{settings.host}:{settings.port}"
     if exc.errno == errno.EADDRINUSE:
@@ -218,9 +236,12 @@ async def serve(settings: Settings) -> int:
     server.guard.start(loop)
     try:
         await runner.setup()
-        site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
         try:
-            await site.start()
+            sock = listening_socket(settings.host, settings.port)
+            # asyncio accepts up to `backlog` sockets per loop tick before any of them reaches the connection
+            # cap; a small burst keeps the file limit out of reach, and listen() again restores the kernel queue.
+            await web.SockSite(runner, sock, backlog=ACCEPT_BURST).start()
+            sock.listen(LISTEN_BACKLOG)
         except OSError as exc:
             raise _bind_error(settings, exc) from None
         port = runner.addresses[0][1]

@@ -25,7 +25,10 @@ from aiohttp.web_request import BaseRequest
 
 HEADER_TIMEOUT_S = 5.0
 BODY_TIMEOUT_S = 10.0
-FD_MARGIN = 32  # database (3 files), stdio, epoll, the signal pipe, listening sockets, a socket mid-accept
+ACCEPT_BURST = 16  # sockets asyncio accepts per loop tick
+# Files besides connections: database (3), stdio, epoll, the signal pipe, the listening socket; plus the
+# sockets of the accept bursts in flight and of connections closed this tick but not yet released.
+FD_MARGIN = 64
 SWEEP_S = 0.5  # how often deadlines are checked: a cut-off happens up to this much late
 ACCEPT_LOG_EVERY_S = 60.0
 MAX_PARSER_MESSAGE = 200
@@ -213,7 +216,10 @@ class AcceptErrors:
         self._last_report = 0.0
 
     def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        if not str(context.get("message", "")).startswith("socket.accept() out of system resource"):
+        message = str(context.get("message", ""))
+        if "_start_serving" in message and isinstance(context.get("exception"), ValueError):
+            return  # asyncio's accept retry timer firing after shutdown closed the listening socket: harmless
+        if not message.startswith("socket.accept() out of system resource"):
             loop.default_exception_handler(context)
             return
         self.count += 1
