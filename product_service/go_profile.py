@@ -32,9 +32,10 @@ from .store import Store
 
 MAX_BODY = 4 * 1024 * 1024  # Fiber's default BodyLimit
 PREFLIGHT_METHODS = "GET,POST,HEAD,PUT,DELETE,PATCH"  # Fiber's CORS middleware default
-# Torn reads: each rewrite leaves the file torn for TORN_WINDOW_S, and a read in that window fails
-# with TORN_READ_SHARE. 30 concurrent buyers keep the window open (about 30% of buys answer 500, as
-# measured on the Go service); a 20-user mixed run writes a few times a second, so a few reads fail.
+# Torn reads: a rewrite keeps the file torn for TORN_WINDOW_S before the writer answers, and a read in
+# that window fails with TORN_READ_SHARE. 30 concurrent buyers keep the window open (about 30% of buys
+# answer 500, as measured on the Go service); a 20-user mixed run writes a few times a second, so a few
+# reads fail; a sequential client never sees its own rewrite.
 TORN_READ_SHARE = 0.3
 TORN_WINDOW_S = 0.005
 # Sleeps per request with latency on: the Go service's mean latency over the mean of one sleep
@@ -64,11 +65,10 @@ class DataFile:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._torn_until = 0.0
-        self._loop = asyncio.get_running_loop()
+        self._rewriting = 0
 
     def check_read(self) -> None:
-        if self._torn_until and self._loop.time() < self._torn_until and random.random() < TORN_READ_SHARE:
+        if self._rewriting and random.random() < TORN_READ_SHARE:
             raise TornRead
 
     def read_stocks(self) -> dict[str, int]:
@@ -78,7 +78,14 @@ class DataFile:
     def rewrite(self, stocks: dict[str, int]) -> None:
         """Write back every stock this writer read (so changes made since by others are lost)."""
         self.store.write_stocks(stocks)
-        self._torn_until = self._loop.time() + TORN_WINDOW_S
+
+    async def finish_rewrite(self) -> None:
+        """The rest of the rewrite: the file stays torn for TORN_WINDOW_S, then the writer may answer."""
+        self._rewriting += 1
+        try:
+            await asyncio.sleep(TORN_WINDOW_S)
+        finally:
+            self._rewriting -= 1
 
 
 class ShuffledViews:
@@ -251,9 +258,11 @@ class GoProductService:
             await self._layers(1)
         elif self.racy.is_racy():
             await self.racy.after_next_write(lambda: self.file.rewrite(stocks))
+            await self.file.finish_rewrite()
             return result
         self.file.rewrite(stocks)
         self.racy.committed()
+        await self.file.finish_rewrite()
         return result
 
 
