@@ -68,7 +68,7 @@ async def _set_stock(session: aiohttp.ClientSession, base: str, name: str, stock
 
 
 async def probe(base: str, buyers: int = 30, seconds: float = 6.0, *, contended: str = CONTENDED,
-                bystander: str | None = BYSTANDER) -> RaceReport:
+                bystander: str | None = BYSTANDER, bystander_pause: float = 0.05) -> RaceReport:
     """Run the contention for `seconds` and count what the service lost."""
     connector = aiohttp.TCPConnector(limit=buyers + 4)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
@@ -90,7 +90,7 @@ async def probe(base: str, buyers: int = 30, seconds: float = 6.0, *, contended:
             while time.monotonic() < deadline:
                 status, _ = await _call(session, "POST", f"{base}/products/buy", {"name": bystander, "quantity": 1})
                 bystander_ok += status == 200
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(bystander_pause)
 
         started = time.monotonic()
         jobs = [buyer() for _ in range(buyers)] + ([sequential_bystander()] if bystander else [])
