@@ -12,7 +12,7 @@ MAX_LATENCY_MS = 60_000.0
 # lost a similar share. RACY_SHARE of writes land just after the next write by someone else (so each
 # overwrites exactly one), which gives that share at any request rate; see product_service.race_probe.
 RACY_SHARE = 0.07
-RACY_MAX_WAIT_S = 0.002  # with no concurrent write this soon, the racy write lands alone and loses nothing
+RACY_MAX_WAIT_S = 0.01  # with no concurrent write this soon, the racy write lands alone and loses nothing
 
 
 def parse_latency(text: str) -> tuple[float, float]:
