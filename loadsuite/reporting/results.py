@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .format import ordered_percentiles
+
 STATS_CSV = "stats_stats.csv"
 HISTORY_CSV = "stats_stats_history.csv"
 FAILURES_CSV = "stats_failures.csv"
@@ -238,11 +240,38 @@ def load_run(folder: Path, *, with_history: bool = True) -> Run:
     endpoints, total = load_stats(folder / STATS_CSV)
     summary = load_summary(folder / SUMMARY_JSON)
     endpoints = _add_uncalled_from_summary(endpoints, summary)
+    endpoints, total = _one_percentile_rule(endpoints, total, summary)
     run = Run(folder=folder, endpoints=endpoints, total=total, summary=summary)
     if with_history:
         run.history = load_history(folder / HISTORY_CSV)
         run.failures = load_failures(folder / FAILURES_CSV)
     return run
+
+
+PERCENTILE_COLUMNS = ("p50_ms", "p95_ms", "p99_ms")
+
+
+def _one_percentile_rule(endpoints: pd.DataFrame, total: pd.Series, summary: dict | None):
+    """Percentiles by the rule summary.json uses (format.ordered_percentiles); summary.json's own figures
+    win when present, so summary.md, the console and summary.json show the same digits."""
+    listed = {(str(e.get("method") or ""), str(e.get("name"))): e
+              for e in (summary or {}).get("endpoints") or [] if isinstance(e, dict)}
+    totals = (summary or {}).get("totals") if isinstance((summary or {}).get("totals"), dict) else None
+
+    def fixed(row, known):
+        if known and known.get("requests") == row["requests"] and all(known.get(c) is not None for c in PERCENTILE_COLUMNS):
+            return tuple(float(known[c]) for c in PERCENTILE_COLUMNS)
+        values = ordered_percentiles(*(row[c] for c in PERCENTILE_COLUMNS), lowest=row["min_ms"], highest=row["max_ms"])
+        return tuple(np.nan if v is None else v for v in values)
+
+    if not endpoints.empty:
+        rows = [fixed(r, listed.get((r["method"], r["name"]))) for r in endpoints.to_dict("records")]
+        endpoints = endpoints.copy()
+        endpoints[list(PERCENTILE_COLUMNS)] = pd.DataFrame(rows, index=endpoints.index, columns=list(PERCENTILE_COLUMNS))
+    total = total.copy()
+    for column, value in zip(PERCENTILE_COLUMNS, fixed(total, totals)):
+        total[column] = value
+    return endpoints, total
 
 
 def _add_uncalled_from_summary(endpoints: pd.DataFrame, summary: dict | None) -> pd.DataFrame:

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .format import fmt_ms, fmt_num
+from .format import fmt_count, fmt_ms, fmt_points, fmt_sample, fmt_num
 
-TABLE_HEADERS = ("Request", "Requests", "Failures", "Failure %", "Median ms", "p95 ms", "p99 ms",
+TABLE_HEADERS = ("Request", "Requests", "Failures", "Failure %", "p50 ms", "p95 ms", "p99 ms",
                  "Average ms", "Max ms", "Req/s")
 
 
@@ -30,10 +30,17 @@ def table_rows(endpoints: pd.DataFrame, total: pd.Series) -> list[list[str]]:
         if r["requests"] == 0:
             rows.append([label, "0", "0", "-", *(["not called"] + ["-"] * 4), "-"])
             continue
-        rows.append([label, str(int(r["requests"])), str(int(r["failures"])), fmt_num(r["failure_pct"]),
-                     fmt_ms(r["p50_ms"]), fmt_ms(r["p95_ms"]), fmt_ms(r["p99_ms"]), fmt_ms(r["avg_ms"]),
-                     fmt_ms(r["max_ms"]), fmt_num(r["rps"])])
+        count = r["requests"]
+        rows.append([label, fmt_count(count), fmt_count(r["failures"]), fmt_points(r["failure_pct"]),
+                     *(fmt_sample(count, fmt_ms(r[c])) for c in ("p50_ms", "p95_ms", "p99_ms")),
+                     fmt_ms(r["avg_ms"]), fmt_ms(r["max_ms"]), fmt_num(r["rps"])])
     return rows
+
+
+def has_small_samples(endpoints: pd.DataFrame) -> bool:
+    from .format import SMALL_SAMPLE
+    counts = endpoints["requests"]
+    return bool(((counts > 0) & (counts < SMALL_SAMPLE)).any())
 
 
 def text_table(headers, rows) -> str:
