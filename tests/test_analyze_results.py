@@ -201,7 +201,7 @@ def test_real_run_gets_readable_charts_and_a_markdown_summary(real_runs, tmp_pat
     tl, bin_s = results.timeline(run.history)
     assert bin_s == 1 and tl["rps"].dropna().gt(0).sum() >= 2
     assert len(rc.response_times_figure(tl, bin_s).axes) == 2  # percentiles + users axis
-    assert len(rc.throughput_figure(tl, bin_s).axes) == 1
+    assert len(rc.throughput_figure(tl, bin_s).axes) == 2  # rates + users axis
     assert len(rc.endpoint_percentiles_figure(run.endpoints).axes) == 1
     failures_fig = rc.failures_figure(run.failures)
     assert len(failures_fig.axes) == 1

@@ -15,9 +15,10 @@ from .tables import TABLE_HEADERS, has_small_samples, md_escape, md_table, table
 
 PASS, FAIL, UNKNOWN = "✅", "❌", "⚠️"
 CHARTS = (
-    ("chart_response_times.png", "Response time percentiles over time"),
-    ("chart_throughput.png", "Requests and failures per second"),
-    ("chart_endpoint_percentiles.png", "Response time percentiles per request"),
+    ("chart_response_times.png", "Response time percentiles over time, with the p95/p99 limits"),
+    ("chart_throughput.png", "Requests and failures per second, with the users"),
+    ("chart_latency_distribution.png", "Latency distribution per request"),
+    ("chart_endpoint_percentiles.png", "Response time percentiles per request, with sample counts"),
     ("chart_failures.png", "Failures by request and reason"),
 )
 
@@ -178,9 +179,11 @@ def analyse(folder: Path) -> tuple[Run, str]:
     distributed = isinstance(workers, dict) and bool(workers.get("count"))
     # Workers report to the master every 3 s: finer bins would show that batching as a saw-tooth.
     tl, bin_s = timeline(run.history, min_bin_s=5 if distributed else 1)
+    limits = result_charts.total_latency_limits(run.summary)
     figures = {
-        "chart_response_times.png": result_charts.response_times_figure(tl, bin_s),
+        "chart_response_times.png": result_charts.response_times_figure(tl, bin_s, limits),
         "chart_throughput.png": result_charts.throughput_figure(tl, bin_s),
+        "chart_latency_distribution.png": result_charts.latency_distribution_figure(run.endpoints, limits),
         "chart_endpoint_percentiles.png": result_charts.endpoint_percentiles_figure(run.endpoints),
         "chart_failures.png": result_charts.failures_figure(run.failures),
     }

@@ -29,6 +29,8 @@ STATS_COLUMNS = {
     "Max Response Time": "float64", "Requests/s": "float64", "Failures/s": "float64",
     "95%": "float64", "99%": "float64",
 }
+# Locust's percentile columns: the points of each request's latency distribution (CDF) chart.
+CDF_PERCENTS = ("50%", "66%", "75%", "80%", "90%", "95%", "98%", "99%", "99.9%", "99.99%", "100%")
 STATS_RENAME = {
     "Type": "method", "Name": "name", "Request Count": "requests", "Failure Count": "failures",
     "Median Response Time": "p50_ms", "Average Response Time": "avg_ms", "Min Response Time": "min_ms",
@@ -106,7 +108,10 @@ def _checked(path: Path, frame: pd.DataFrame, required: tuple[str, ...]) -> pd.D
 
 def load_stats(path: Path) -> tuple[pd.DataFrame, pd.Series]:
     """Per-request rows of stats_stats.csv (sorted by name) and the Aggregated total row."""
-    frame = _read_csv(path, STATS_COLUMNS, required=("Request Count", "Failure Count")).rename(columns=STATS_RENAME)
+    header = set(_header(path)) if path.is_file() else set()
+    columns = {**STATS_COLUMNS, **{c: "float64" for c in CDF_PERCENTS if c in header and c not in STATS_COLUMNS}}
+    frame = _read_csv(path, columns, required=("Request Count", "Failure Count")).rename(columns=STATS_RENAME)
+    frame = frame.rename(columns={c: f"cdf_{c}" for c in CDF_PERCENTS if c not in STATS_COLUMNS})
     is_total = (frame["name"] == TOTAL_NAME) & (frame["method"] == "")
     if frame.empty:
         raise InputError(f"{path}: no requests recorded (header only: empty run); nothing to analyse")
@@ -259,9 +264,10 @@ def _one_percentile_rule(endpoints: pd.DataFrame, total: pd.Series, summary: dic
     totals = (summary or {}).get("totals") if isinstance((summary or {}).get("totals"), dict) else None
 
     def fixed(row, known):
+        source = row
         if known and known.get("requests") == row["requests"] and all(known.get(c) is not None for c in PERCENTILE_COLUMNS):
-            return tuple(float(known[c]) for c in PERCENTILE_COLUMNS)
-        values = ordered_percentiles(*(row[c] for c in PERCENTILE_COLUMNS), lowest=row["min_ms"], highest=row["max_ms"])
+            source = known  # (re-applying the rule is a no-op on new summaries, and fixes older ones)
+        values = ordered_percentiles(*(source[c] for c in PERCENTILE_COLUMNS), lowest=row["min_ms"], highest=row["max_ms"])
         return tuple(np.nan if v is None else v for v in values)
 
     if not endpoints.empty:
