@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import charts as result_charts
-from .format import fmt_ms, fmt_num
+from .format import fmt_ms, fmt_num, fmt_points
 from .markdown import FAIL, PASS, UNKNOWN
 from .results import COMPARE_MD, Run, load_run
 from .tables import _label, duplicated_names, md_escape, md_table, text_table
@@ -140,7 +140,9 @@ def run_differences(baseline: Run, current: Run) -> list[str]:
 
 
 def _fmt_metric(metric: str, value: float) -> str:
-    return fmt_num(value) if metric in ("failure_rate", "rps") else fmt_ms(value)
+    if metric == "failure_rate":
+        return fmt_points(value)
+    return fmt_num(value) if metric == "rps" else fmt_ms(value)
 
 
 def compare_cell(metric: str, v: Verdict | None, marks: bool = True) -> str:
