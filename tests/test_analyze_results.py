@@ -551,7 +551,7 @@ def test_compare_does_not_judge_requests_with_too_few_samples_and_says_why(tmp_p
     code, out = compare(tmp_path, base, cur)
     assert code == 0, out
     buy = next(line for line in out.splitlines() if line.startswith("Buy_Product"))
-    assert "skipped: too few requests to judge (11 baseline, 11 current; minimum 50)" in buy
+    assert "skipped: too few requests (baseline 11, current 11; minimum 50)" in buy
     assert "judged" in next(line for line in out.splitlines() if line.startswith("Get_All_Products"))
     md = (tmp_path / "cur" / results.COMPARE_MD).read_text()
     assert "Not judged (1): Buy_Product: too few requests" in md

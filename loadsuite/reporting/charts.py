@@ -347,14 +347,23 @@ def compare_figure(comparison, metric_defs) -> Figure:
     fig = _figure(height=max(HEIGHT_IN, 1.8 + ROW_IN * n), width=13)
     bars_ax, grid_ax = fig.subplots(1, 2, width_ratios=(3, 2), sharey=True)
     y = np.arange(n)[::-1]
-    base = np.array([_value(comparison, label, "p95", "baseline") for label in labels])
-    cur = np.array([_value(comparison, label, "p95", "current") for label in labels])
+    known = getattr(comparison, "p95", {}) or {}
+    skipped = getattr(comparison, "skipped", {}) or {}
+    base = np.array([known.get(label, (_value(comparison, label, "p95", "baseline"),))[0] for label in labels])
+    cur = np.array([known[label][1] if label in known else _value(comparison, label, "p95", "current")
+                    for label in labels])
     height = 0.38
     bars_ax.barh(y + height / 2, np.nan_to_num(base), height=height, color="#9ecae1", label="Baseline")
     colours = ["#d62728" if (v := comparison.verdicts.get((label, "p95"))) and v.regressed else "#3182bd"
                for label in labels]
     bars_ax.barh(y - height / 2, np.nan_to_num(cur), height=height, color=colours, label="Current")
-    bars_ax.set_yticks(y, labels)
+    for yi, label in zip(y, labels):  # a row too small to judge: its bars are shown, hatched, and named so
+        if label in skipped:
+            for offset in (height / 2, -height / 2):
+                bars_ax.barh(yi + offset, np.nan_to_num(base if offset > 0 else cur)[labels.index(label)],
+                             height=height, color="none", edgecolor="#ffffff", hatch="///", linewidth=0)
+    bars_ax.set_yticks(y, [f"{label} (not judged)" if label in skipped else label for label in labels])
+    bars_ax.set_xlim(left=0)
     bars_ax.set_xlabel("p95 response time (ms)")
     bars_ax.set_title("p95 per request: baseline vs current")
     bars_ax.grid(True, axis="x", alpha=0.3)
@@ -369,7 +378,8 @@ def compare_figure(comparison, metric_defs) -> Figure:
         for col, (key, _) in enumerate(metrics):
             v = comparison.verdicts.get((label, key))
             codes[row, col] = 0 if v is None else 3 if v.regressed else 2 if v.improved else 1
-            text = "-" if v is None else f"{v.current - v.baseline:+.1f} pt" if key == "failure_rate" \
+            text = "few" if v is None and label in skipped else "-" if v is None \
+                else f"{v.current - v.baseline:+.1f} pt" if key == "failure_rate" \
                 else "±0%" if v.change_pct is None and not v.current else "new" if v.change_pct is None \
                 else f"{v.change_pct:+.0f}%"
             grid_ax.text(col, y[row], text, ha="center", va="center", fontsize=8,
@@ -389,8 +399,9 @@ def compare_figure(comparison, metric_defs) -> Figure:
     grid_ax.set_title(f"Change vs baseline: {regressions} regression(s)" if regressions
                       else "Change vs baseline: no regression", color="#d62728" if regressions else "#31a354")
     grid_ax.legend(handles=[Patch(color="#d62728", label="regressed"), Patch(color="#31a354", label="improved"),
-                            Patch(color="#d9d9d9", label="within tolerance")],
-                   loc="upper center", bbox_to_anchor=(0.5, -0.02), ncols=3, fontsize=8, frameon=False)
+                            Patch(color="#d9d9d9", label="within tolerance"),
+                            Patch(color="#f0f0f0", label="few = too few requests to judge")],
+                   loc="upper center", bbox_to_anchor=(0.5, -0.02), ncols=2, fontsize=8, frameon=False)
     return fig
 
 

@@ -59,6 +59,7 @@ class Comparison:
     tolerances: Tolerances
     skipped: dict[str, str] = field(default_factory=dict)  # label -> why it was not judged
     differences: list[str] = field(default_factory=list)  # why the two runs are not comparable
+    p95: dict[str, tuple[float, float]] = field(default_factory=dict)  # label -> (baseline, current), judged or not
 
     @property
     def regressions(self) -> list[tuple[str, str, Verdict]]:
@@ -99,13 +100,14 @@ def compare_runs(baseline: Run, current: Run, tol: Tolerances) -> Comparison:
     verdicts = {}
     labels = []
     skipped = {}
+    p95 = {}
     for key in common:
         label = _label(*key, dup)
         labels.append(label)
+        p95[label] = (float(base[key].get("p95_ms", float("nan"))), float(cur[key].get("p95_ms", float("nan"))))
         counts = int(base[key].get("requests") or 0), int(cur[key].get("requests") or 0)
         if min(counts) < tol.min_samples:
-            skipped[label] = (f"too few requests to judge ({counts[0]} baseline, {counts[1]} current; "
-                              f"minimum {tol.min_samples})")
+            skipped[label] = f"too few requests (baseline {counts[0]}, current {counts[1]}; minimum {tol.min_samples})"
             continue
         for metric, column, _, _ in METRICS:
             b, c = base[key].get(column), cur[key].get(column)
@@ -114,7 +116,7 @@ def compare_runs(baseline: Run, current: Run, tol: Tolerances) -> Comparison:
             verdicts[(label, metric)] = judge(metric, float(b), float(c), tol)
     only_b = sorted(_label(*k, dup) for k in set(base) - set(cur))
     only_c = sorted(_label(*k, dup) for k in set(cur) - set(base))
-    return Comparison(labels, verdicts, only_b, only_c, tol, skipped, run_differences(baseline, current))
+    return Comparison(labels, verdicts, only_b, only_c, tol, skipped, run_differences(baseline, current), p95)
 
 
 DURATION_SLACK = 0.2  # durations within 20% of each other count as the same length
@@ -224,7 +226,7 @@ def run_compare(base_dir: Path, cur_dir: Path, tol: Tolerances, out_dir: Path | 
     text = [f"Baseline {baseline.run_id} -> current {current.run_id}"]
     if cmp.differences:
         text.append(comparability_text(cmp))
-    text += [f"Tolerances: {tolerance_text(tol)}", "", text_table(compare_headers(), compare_rows(cmp, marks=False))]
+    text += [f"Tolerances: {tolerance_text(tol)}", "", text_table(compare_headers(), compare_rows(cmp, marks=False), text_columns=(0, -1))]
     if cmp.skipped:
         text.append(f"{len(cmp.skipped)} request(s) not judged: too few requests (see the Judged column)")
     if cmp.only_baseline:

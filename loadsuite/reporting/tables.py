@@ -43,12 +43,13 @@ def has_small_samples(endpoints: pd.DataFrame) -> bool:
     return bool(((counts > 0) & (counts < SMALL_SAMPLE)).any())
 
 
-def text_table(headers, rows) -> str:
-    """A plain aligned table for the terminal: text left, numbers right."""
+def text_table(headers, rows, text_columns: tuple[int, ...] = (0,)) -> str:
+    """A plain aligned table for the terminal: text columns left, numbers right."""
     widths = [max(len(str(h)), *(len(r[i]) for r in rows)) if rows else len(str(h)) for i, h in enumerate(headers)]
+    text = {i % len(headers) for i in text_columns}
 
     def line(cells):
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return "  ".join(c.ljust(w) if i in text else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
     return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
 
