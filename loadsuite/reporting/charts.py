@@ -12,7 +12,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, MultipleLocator, NullLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, MultipleLocator, NullLocator  # noqa: E402
 
 from .format import SMALL_SAMPLE, fmt_ms, fmt_sample  # noqa: E402
 
@@ -333,6 +333,7 @@ def failures_figure(failures: pd.DataFrame | None) -> Figure:
     for yi, value in zip(y, values):
         ax.text(value + values.max() * 0.01, yi, f"{value:.0f}", va="center", fontsize=8, color="#444444")
     ax.set_xlim(0, values.max() * 1.12)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # counts: no 0.25 failures
     ax.set_xlabel("Failures (count)")
     ax.grid(True, axis="x", alpha=0.3)
     return fig

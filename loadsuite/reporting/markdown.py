@@ -90,7 +90,7 @@ def summary_markdown(run: Run, charts: list[tuple[str, str]]) -> str:
 
     lines += ["", "## Requests", "", md_table(TABLE_HEADERS, table_rows(run.endpoints, run.total))]
     if has_small_samples(run.endpoints):
-        lines += ["", small_sample_note()]
+        lines += ["", "\\" + small_sample_note()]  # escaped: a leading * would start a Markdown list
     uncalled = run.endpoints.loc[run.endpoints["requests"] == 0, "name"].tolist()
     if uncalled:
         lines += ["", f"Not called in this run: {', '.join(md_escape(n) for n in uncalled)}."]

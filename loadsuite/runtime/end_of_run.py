@@ -54,7 +54,7 @@ def finish(run: SuiteRun, environment) -> dict[str, Any]:
     verdict.write_junit(folder, summary)
     print(custom_table(), flush=True)
     print(verdict.verdict_table(summary, folder, use_colour(sys.stdout)), flush=True)
-    if os.environ.get(VERDICT_PRINTED_BY_WRAPPER) != "1":
+    if os.environ.get(VERDICT_PRINTED_BY_WRAPPER) != "1" and _locust_is_the_program():
         # Run directly (`locust -f locustfile.py`): Locust prints its final stats table after this listener,
         # on its way out; an exit handler prints the block again after it, as the last lines.
         atexit.register(_print_verdict_last, summary, folder)
@@ -63,6 +63,12 @@ def finish(run: SuiteRun, environment) -> dict[str, Any]:
 
 
 VERDICT_PRINTED_BY_WRAPPER = "LOADSUITE_VERDICT_LAST"  # run_tests.sh sets it and prints the block itself
+
+
+def _locust_is_the_program() -> bool:
+    """`locust ...` or `python -m locust ...`: not a test or another program embedding the suite."""
+    program = Path(sys.argv[0] if sys.argv else "")
+    return program.name == "locust" or (program.name == "__main__.py" and program.parent.name == "locust")
 
 
 def _print_verdict_last(summary: dict[str, Any], folder: Path) -> None:
