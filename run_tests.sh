@@ -32,7 +32,7 @@ ensure_python() {
     fi
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
         echo "run_tests.sh: [2/2] installing $requirements into .venv (a few minutes the first time; pip's progress follows)" >&2
-        "$venv/bin/python" -m pip install --disable-pip-version-check --progress-bar on -r "$requirements" >&2 \
+        "$venv/bin/python" -m pip install --disable-pip-version-check -r "$requirements" >&2 \
             || die "pip install -r $requirements failed: check the network to the package index and retry"
         echo "$want" > "$stamp"
         echo "run_tests.sh: .venv ready; later runs skip this while $requirements is unchanged" >&2

@@ -381,3 +381,13 @@ def _make_faster(stats_csv: Path) -> None:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+
+
+def test_job_summary_names_relative_charts_and_keeps_tables_and_absolute_images(tmp_path):
+    from loadsuite.cli.job_summary import main, without_images
+    text = "| a | b |\n|---|---|\n\n![Throughput](chart_throughput.png)\n![logo](https://example.com/x.png)\n"
+    out = without_images(text, "performance-results")
+    assert "| a | b |" in out and "![logo](https://example.com/x.png)" in out
+    assert "Throughput: `chart_throughput.png` in the `performance-results` artifact of this run" in out
+    assert "](chart_" not in out
+    assert main([str(tmp_path)]) == 2  # no summary.md: the step writes its own one-line note instead

@@ -53,10 +53,10 @@ def finish(run: SuiteRun, environment) -> dict[str, Any]:
     verdict.write_summary(folder, summary)
     verdict.write_junit(folder, summary)
     print(custom_table(), flush=True)
-    print(verdict.verdict_table(summary, folder, use_colour(sys.stdout)), flush=True)
+    # The verdict block is printed once, as the last lines of the run: Locust prints its final stats table
+    # after this listener, so run_tests.sh prints the block after Locust exits (python -m loadsuite.cli.verdict),
+    # and Locust run directly (`locust -f locustfile.py`) prints it from an exit handler, after that table.
     if os.environ.get(VERDICT_PRINTED_BY_WRAPPER) != "1" and _locust_is_the_program():
-        # Run directly (`locust -f locustfile.py`): Locust prints its final stats table after this listener,
-        # on its way out; an exit handler prints the block again after it, as the last lines.
         atexit.register(_print_verdict_last, summary, folder)
     run.finalized = summary
     return summary
