@@ -397,8 +397,11 @@ def compare_figure(comparison, metric_defs) -> Figure:
     grid_ax.xaxis.set_ticks_position("top")
     grid_ax.tick_params(axis="y", left=False)
     regressions = len(comparison.regressions)
+    nothing = not comparison.verdicts
     grid_ax.set_title(f"Change vs baseline: {regressions} regression(s)" if regressions
-                      else "Change vs baseline: no regression", color="#d62728" if regressions else "#31a354")
+                      else "Nothing judged: too few samples" if nothing
+                      else "Change vs baseline: no regression",
+                      color="#d62728" if regressions else "#555555" if nothing else "#31a354")
     grid_ax.legend(handles=[Patch(color="#d62728", label="regressed"), Patch(color="#31a354", label="improved"),
                             Patch(color="#d9d9d9", label="within tolerance"),
                             Patch(color="#f0f0f0", label="few = too few requests to judge")],

@@ -190,6 +190,7 @@ def compare_markdown(baseline: Run, current: Run, cmp: Comparison, chart: str) -
     lines = [f"# Run comparison: {md_escape(current.run_id)} vs baseline {md_escape(baseline.run_id)}", ""]
     regs = cmp.regressions
     lines.append(f"{FAIL} **{len(regs)} regression(s)** beyond tolerance." if regs
+                 else f"{UNKNOWN} **Nothing judged**: every request had too few samples." if not cmp.verdicts
                  else f"{PASS} **No regression** beyond tolerance.")
     if cmp.differences:
         lines += ["", f"{UNKNOWN} **{md_escape(comparability_text(cmp))}**"]
@@ -202,7 +203,7 @@ def compare_markdown(baseline: Run, current: Run, cmp: Comparison, chart: str) -
     lines += ["Each cell: baseline → current (change). "
               f"{FAIL} regressed beyond tolerance; ▼ lower latency / failure rate, ▲ higher req/s: improved beyond "
               "tolerance.", "",
-              md_table(compare_headers(), compare_rows(cmp))]
+              md_table(compare_headers(), compare_rows(cmp), text_columns=(-1,))]
     if cmp.skipped:
         lines += ["", f"Not judged ({len(cmp.skipped)}): "
                   + "; ".join(f"{md_escape(label)}: {md_escape(why)}" for label, why in cmp.skipped.items()) + "."]
@@ -234,6 +235,7 @@ def run_compare(base_dir: Path, cur_dir: Path, tol: Tolerances, out_dir: Path | 
     if cmp.only_current:
         text.append(f"Only in the current run (not compared): {', '.join(cmp.only_current)}")
     text.append(f"{len(cmp.regressions)} regression(s) beyond tolerance" if cmp.regressions
+                else "Nothing judged: every request had too few samples (see --min-samples)" if not cmp.verdicts
                 else "No regression beyond tolerance")
     text.append(f"Wrote {out / COMPARE_MD} and {out / chart}")
     return (1 if cmp.regressions else 0), "\n".join(text)

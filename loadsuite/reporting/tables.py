@@ -58,9 +58,10 @@ def md_escape(text) -> str:
     return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
-def md_table(headers, rows, left: int = 1) -> str:
-    """A GitHub Markdown table: the first `left` columns left-aligned, the rest (numbers) right-aligned."""
+def md_table(headers, rows, left: int = 1, text_columns: tuple[int, ...] = ()) -> str:
+    """A GitHub Markdown table: the first `left` columns (and `text_columns`) left-aligned, numbers right-aligned."""
+    text = set(range(left)) | {i % len(headers) for i in text_columns}
     out = ["| " + " | ".join(md_escape(h) for h in headers) + " |",
-           "|" + "|".join([":---"] * left + ["---:"] * (len(headers) - left)) + "|"]
+           "|" + "|".join(":---" if i in text else "---:" for i in range(len(headers))) + "|"]
     out += ["| " + " | ".join(md_escape(c) for c in r) + " |" for r in rows]
     return "\n".join(out)
