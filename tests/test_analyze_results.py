@@ -400,7 +400,8 @@ def test_summary_md_shows_thresholds_oracle_and_custom_stats(tmp_path):
                         "violations": [{"product": "Cookbook: Global Cuisine", "kind": "lost_update",
                                         "message": "two buys saw remainingStock 7", "evidence": []}],
                         "dropped_records": 0},
-        "custom_stats": {"buys": {"succeeded": 40, "insufficient_stock": 3}, "cache_refreshes": 2},
+        "custom_stats": {"buys": {"succeeded": 40, "insufficient_stock": 3}, "cache_refreshes": 2,
+                         "validation_failures": {}},
         "verdict": {"passed": False, "exit_code": 1, "reasons": ["error_rate Buy_Product 0.2 > 0.01"]},
     }
     run_dir = basic_run(tmp_path / "run", summary=summary)
@@ -413,6 +414,7 @@ def test_summary_md_shows_thresholds_oracle_and_custom_stats(tmp_path):
     assert "| ❌ | error_rate | Buy_Product | 1.00% | 20.00% |" in md  # rates as percentages everywhere
     assert "❌ **failed**: 20 products checked" in md and "lost_update" in md
     assert "| buys.succeeded | 40 |" in md and "| cache_refreshes | 2 |" in md
+    assert "| validation_failures | none |" in md and "{}" not in md  # empty stats never read as {}
 
 
 # ------------------------------------------------------------------------------------------ compare (crafted)
