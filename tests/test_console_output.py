@@ -147,7 +147,7 @@ def test_first_run_says_each_install_step_and_shows_pips_progress(tmp_path):
     wheel = _tiny_wheel(root)
     (root / "requirements.txt").write_text("")
     (root / "requirements-dev.txt").write_text(f"--no-index\n{wheel}\n")
-    env = {**os.environ, "PYTHON": "/usr/bin/python3"}
+    env = {**os.environ, "PYTHON": getattr(sys, "_base_executable", sys.executable)}  # the interpreter behind .venv
     env.pop("USE_SYSTEM_PYTHON", None)
     result = subprocess.run([str(root / "run_tests.sh"), "test", "--version"], cwd=root, env=env,
                             capture_output=True, text=True, timeout=180)
