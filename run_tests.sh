@@ -25,15 +25,17 @@ ensure_python() {
     if [ "${USE_SYSTEM_PYTHON:-0}" = "1" ]; then PY="${PYTHON:-python3}"; return; fi
     local venv="$ROOT/.venv" stamp="$ROOT/.venv/.installed-$(basename "$requirements")"
     local want; want="$(cat requirements.txt "$requirements" | sha256sum | cut -d' ' -f1)"
+    # issue 16: the first run says what it does, step by step, and shows pip's own progress (stderr).
     if [ ! -x "$venv/bin/python" ]; then
-        echo "run_tests.sh: creating .venv (first run)" >&2
+        echo "run_tests.sh: [1/2] creating .venv with ${PYTHON:-python3} (first run only)" >&2
         "${PYTHON:-python3}" -m venv "$venv" || die "cannot create .venv: install python3-venv (Debian: apt-get install python3-venv)"
     fi
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-        echo "run_tests.sh: installing $requirements into .venv" >&2
-        "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$requirements" \
+        echo "run_tests.sh: [2/2] installing $requirements into .venv (a few minutes the first time; pip's progress follows)" >&2
+        "$venv/bin/python" -m pip install --disable-pip-version-check -r "$requirements" >&2 \
             || die "pip install -r $requirements failed: check the network to the package index and retry"
         echo "$want" > "$stamp"
+        echo "run_tests.sh: .venv ready; later runs skip this while $requirements is unchanged" >&2
     fi
     PY="$venv/bin/python"
 }
@@ -87,6 +89,7 @@ if [ "$MODE" != "worker" ]; then
     RUN_ID="$(basename "$RESULTS")"
 fi
 export RUN_ID
+export LOADSUITE_VERDICT_LAST=1   # issue 16: this script prints the verdict block last, after Locust exits
 
 if [ "$MODE" = "worker" ]; then
     :
@@ -158,4 +161,6 @@ if [ "$MODE" != "worker" ] && [ "$CODE" != "2" ] && [ "$ANALYSIS" = "1" ] \
         || echo "run_tests.sh: the analysis failed (the run's own verdict stands): see $RESULTS/analysis.log" >&2
 fi
 [ "$MODE" != "worker" ] && echo "run_tests.sh: results in $RESULTS (exit code $CODE)" >&2
+# issue 16: the verdict block is the last thing on screen (Locust prints its final table after our listeners).
+[ "$MODE" != "worker" ] && [ -f "$RESULTS/summary.json" ] && "$PY" -m loadsuite.cli.verdict "$RESULTS"
 exit "$CODE"

@@ -5,10 +5,12 @@ as a test stops (web UI). The process exit code is the verdict's (0 pass, 1 fail
 """
 from __future__ import annotations
 
+import atexit
 import csv
 import io
 import logging
 import os
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +21,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from .. import oracle
 from ..openmodel import latency_correction, pacing
 from ..reporting import verdict
+from ..reporting.console import use_colour
 from .custom_stats import STATS
 from .run import SuiteRun
 
@@ -50,10 +53,29 @@ def finish(run: SuiteRun, environment) -> dict[str, Any]:
     verdict.write_summary(folder, summary)
     verdict.write_junit(folder, summary)
     print(custom_table(), flush=True)
-    print(verdict.verdict_table(summary), flush=True)
-    print(f"results: {folder}", flush=True)
+    # The verdict block is printed once, as the last lines of the run: Locust prints its final stats table
+    # after this listener, so run_tests.sh prints the block after Locust exits (python -m loadsuite.cli.verdict),
+    # and Locust run directly (`locust -f locustfile.py`) prints it from an exit handler, after that table.
+    if os.environ.get(VERDICT_PRINTED_BY_WRAPPER) != "1" and _locust_is_the_program():
+        atexit.register(_print_verdict_last, summary, folder)
     run.finalized = summary
     return summary
+
+
+VERDICT_PRINTED_BY_WRAPPER = "LOADSUITE_VERDICT_LAST"  # run_tests.sh sets it and prints the block itself
+
+
+def _locust_is_the_program() -> bool:
+    """`locust ...` or `python -m locust ...`: not a test or another program embedding the suite."""
+    program = Path(sys.argv[0] if sys.argv else "")
+    return program.name == "locust" or (program.name == "__main__.py" and program.parent.name == "locust")
+
+
+def _print_verdict_last(summary: dict[str, Any], folder: Path) -> None:
+    try:
+        print(verdict.verdict_table(summary, folder, use_colour(sys.stdout)), flush=True)
+    except (OSError, ValueError):  # stdout already closed: nothing left to show
+        pass
 
 
 def build_summary(run: SuiteRun, environment, consistency: dict[str, Any], custom: dict[str, Any]) -> dict[str, Any]:
