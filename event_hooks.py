@@ -20,12 +20,13 @@ from loadsuite.openmodel import latency_correction, pacing
 from loadsuite.runtime import end_of_run
 from loadsuite.runtime.attach import attach_listeners
 from loadsuite.runtime.custom_stats import STATS
-from loadsuite.runtime.run import SuiteRun, select_user_classes
+from loadsuite.runtime.run import SuiteRun, normalise_host, refuse_bad_locust_arguments, select_user_classes
 from loadsuite.webui import tab
 
 
 def register(events, config: SuiteConfig) -> SuiteRun:
     """Attach the suite's listeners to Locust's events (once per process); returns the run they share."""
+    refuse_bad_locust_arguments(config)  # `locust -f locustfile.py ...` is as strict as run_tests.sh
     run = SuiteRun(config)
     finish = partial(end_of_run.finish, run)
     events.init_command_line_parser.add_listener(_add_arguments)
@@ -49,6 +50,7 @@ def _on_init(run: SuiteRun, environment) -> None:
     """Build this process's parts now that the runner exists, and attach their listeners."""
     config = run.config
     run.watch_interrupts()
+    normalise_host(environment)
     select_user_classes(environment)
     pairs = list(pacing.attach(environment))
     pairs += latency_correction.install(environment)  # after pacing: only when an open model is active

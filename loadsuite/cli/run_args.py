@@ -14,14 +14,13 @@ import sys
 from dataclasses import dataclass, field
 
 from ..config import ConfigError, load_config
+from ..config.schema import MAX_SECONDS, MAX_SPAWN_RATE, MAX_USERS
 from ..config.urls import normalise_base_url
 from ..names import ALL_USER_TYPES, CLIENTS, CONTENTION_USER, SHAPES, TAGS, USER_TYPE_TASKS
 
-# Bounds on the command line (config.yaml has the same for stages; docs/reliability.md lists them).
-MAX_USERS = 100_000
-MAX_DURATION_S = 7 * 24 * 3600
+# Bounds on the command line: the config's own (schema.py; docs/reliability.md lists them) and the workers.
+MAX_DURATION_S = MAX_SECONDS
 MAX_WORKERS = 256
-MAX_SPAWN_RATE = 10_000.0
 
 MODES = {
     "headless": "USERS (default 10) users for DURATION_S (default 60) s against HOST (default: the bundled service)",
@@ -165,11 +164,11 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
     return args
 
 
-def _host(text: str) -> str:
+def _host(text: str, name: str = "HOST") -> str:
     try:
         return normalise_base_url(text)
     except ValueError as error:
-        raise UsageError(f"HOST {error}") from None
+        raise UsageError(f"{name} {error}") from None
 
 
 def _spawn_rate(text: str) -> str:
@@ -196,10 +195,23 @@ def _check_config(result: Plan, env: dict[str, str]) -> None:
         config = load_config(None, env)
     except ConfigError as error:
         raise UsageError(f"config error: {error}") from None
-    classes, tags = _locust_choices(result.locust_extra)
+    check_locust_arguments(result.locust_extra, config)
+    shape = config.load_shape.name
+    result.shape_active = shape is not None
+    if shape and result.mode in ("headless", "distributed", "master"):
+        result.notes.append(f"the {shape} shape decides users and duration (USERS/DURATION_S are not used): "
+                            f"see docs/load_shapes.md")
+
+
+def check_locust_arguments(extra: list[str], config) -> None:
+    """Locust's own arguments against the suite (run_tests.sh after --, or `locust -f locustfile.py ...`):
+    known user classes with an enabled task, known tags, a --host without user info; UsageError otherwise."""
+    classes, tags, host = _locust_choices(extra)
+    if host:
+        _host(host, "--host")
     unknown = [name for name in classes if name not in ALL_USER_TYPES]
     if unknown:
-        raise UsageError(f"unknown user class {unknown[0]!r} after --: use one of {', '.join(ALL_USER_TYPES)}")
+        raise UsageError(f"unknown user class {unknown[0]!r}: use one of {', '.join(ALL_USER_TYPES)}")
     bad_tags = [tag for tag in tags if tag not in TAGS]
     if bad_tags:
         raise UsageError(f"unknown tag {bad_tags[0]!r}: use one of {', '.join(TAGS)}")
@@ -208,22 +220,17 @@ def _check_config(result: Plan, env: dict[str, str]) -> None:
         if name != CONTENTION_USER and not any(weights[task] > 0 for task in USER_TYPE_TASKS[name]):
             raise UsageError(f"user class {name} has no task with a weight above 0 in scenario_weights/"
                              "negative_weights: give one of its tasks a weight or choose another class")
-    shape = config.load_shape.name
-    result.shape_active = shape is not None
-    if shape and result.mode in ("headless", "distributed", "master"):
-        result.notes.append(f"the {shape} shape decides users and duration (USERS/DURATION_S are not used): "
-                            f"see docs/load_shapes.md")
 
 
-def _locust_choices(extra: list[str]) -> tuple[list[str], list[str]]:
-    """User class names and --tags/--exclude-tags values among the arguments for Locust, read by Locust's parser."""
+def _locust_choices(extra: list[str]) -> tuple[list[str], list[str], str]:
+    """User class names, --tags/--exclude-tags values and --host among Locust's arguments, read by Locust's parser."""
     if not extra:
-        return [], []
+        return [], [], ""
     from locust.argument_parser import get_parser  # only when there is something to read: it costs a second
 
     options, _unknown = get_parser(default_config_files=[]).parse_known_args(extra)
     tags = [*(options.tags or []), *(options.exclude_tags or [])]
-    return list(options.user_classes or []), tags
+    return list(options.user_classes or []), tags, options.host or ""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,7 @@ import gevent
 from locust.runners import MasterRunner, WorkerRunner
 
 from ..config import SuiteConfig
+from ..config.urls import normalise_base_url
 from ..names import CONTENTION_USER
 from ..service_client import ServiceClient, first_product_name
 from .custom_stats import STATS
@@ -110,6 +111,31 @@ class SuiteRun:
         # Not recorded in the ledger: the oracle's own test_start listener runs after this one, clears the
         # ledger and snapshots the start stock, so this value is the oracle's starting point.
         logger.info("contention: %r set to stock %d (%s)", name, stock, outcome)
+
+
+def refuse_bad_locust_arguments(config: SuiteConfig, argv: list[str] | None = None) -> None:
+    """When Locust itself runs the locustfile: its user classes, tags and --host checked as run_tests.sh checks
+    them (one line, exit 2, before any traffic). Inside other programs (pytest, an embedded Environment) nothing."""
+    argv = sys.argv if argv is None else argv
+    program = Path(argv[0]).parts[-2:] if argv else ()
+    if not program or not (program[-1] == "locust" or tuple(program) == ("locust", "__main__.py")):
+        return
+    from ..cli.run_args import UsageError, check_locust_arguments
+    try:
+        check_locust_arguments(argv[1:], config)
+    except UsageError as error:
+        print(f"usage error: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+def normalise_host(environment) -> None:
+    """--host as run_tests.sh's HOST: trailing slash dropped, path prefix kept (user info was refused earlier)."""
+    if environment.host:
+        try:
+            environment.host = normalise_base_url(environment.host)
+        except ValueError as error:
+            print(f"usage error: --host {error}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
 
 
 def select_user_classes(environment) -> None:
