@@ -42,7 +42,11 @@ class SuiteRun:
         self.monitor = None
         self.finalized: dict[str, Any] | None = None
         self.interrupted = False
+        self.interrupts = 0
         self.trimmer: gevent.Greenlet | None = None
+        self.load_started_at: float | None = None  # when the test_start listeners (setup) were done
+        self.html_file: str | None = None  # report.html, written by end_of_run after summary.json
+        self.write_errors: list[str] = []
 
     def current_summary(self) -> dict[str, Any] | None:
         """The last finished run's summary (what summary.json holds), or None while a run is going on."""
@@ -60,6 +64,7 @@ class SuiteRun:
     def on_test_start(self, environment, **_kwargs) -> None:
         STATS.reset()
         self.started_at, self.stopped_at, self.finalized = time.time(), None, None
+        self.load_started_at = None
         self.peak_users = 0
         if isinstance(environment.runner, WorkerRunner):
             return
@@ -67,6 +72,15 @@ class SuiteRun:
             self.trimmer = gevent.spawn(_trim_per_second_counters, environment)
         if any(cls.__name__ == CONTENTION_USER for cls in environment.user_classes):
             self._prepare_contention(environment)
+
+    def on_load_start(self, **_kwargs) -> None:
+        """The last test_start listener: setup is done, users start now, unless an interrupt came during setup."""
+        self.load_started_at = time.time()
+        if self.interrupted and gevent.getcurrent() is not gevent.get_hub().parent:
+            # Locust fires test_start in the greenlet that then spawns the users: ending it here (GreenletExit
+            # passes through Locust's listener guard, quietly) means no user starts after the signal.
+            logger.info("interrupted during setup: no user is started")
+            raise gevent.GreenletExit
 
     def on_spawning_complete(self, user_count: int, **_kwargs) -> None:
         self.peak_users = max(self.peak_users, user_count)
@@ -91,6 +105,11 @@ class SuiteRun:
         """
         def on_interrupt() -> None:
             self.interrupted = True
+            self.interrupts += 1
+            if self.interrupts > 1:  # the second one: out at once (run_tests.sh says the same when it gets it)
+                print("second interrupt: stopped at once without waiting for users or reports", file=sys.stderr,
+                      flush=True)
+                os._exit(130)
             hub = gevent.get_hub()
             hub.loop.run_callback(hub.parent.throw, KeyboardInterrupt)  # what gevent does with a KeyboardInterrupt
 
