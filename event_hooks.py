@@ -30,6 +30,7 @@ def register(events, config: SuiteConfig) -> SuiteRun:
     refuse_bad_locust_arguments(config)  # `locust -f locustfile.py ...` is as strict as run_tests.sh
     run = SuiteRun(config)
     finish = partial(end_of_run.finish, run)
+    end_of_run.guard_locust_csv_writer()
     events.init.add_listener(lambda environment, **_kw: _on_init(run, environment))
     events.test_start.add_listener(run.on_test_start)  # before the oracle's: contention stock first
     events.spawning_complete.add_listener(run.on_spawning_complete)

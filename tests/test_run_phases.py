@@ -152,9 +152,10 @@ def test_full_disk_still_prints_the_verdict_and_exits_4(suite, product_service, 
     fill(tiny_disk)
     code = run.wait(timeout=60)
     assert code == 4, run.stderr[-3000:]
+    assert_no_traceback(run)
     assert "=== Verdict" in run.stdout, "the verdict did not reach the console"
     said = [line for line in run.stderr.splitlines() if "results could not be written" in line]
-    assert said and "exit code 4" in said[-1], run.stderr[-3000:]
+    assert len(said) == 1 and "exit code 4" in said[0], run.stderr[-3000:]
     assert run.session_processes() == []
 
 

@@ -74,8 +74,8 @@ def main(argv: list[str]) -> int:
         print(f"run_tests.sh: {how_it_ended(code)} after writing summary.json (exit code {EXIT_LOCUST_DIED})",
               file=sys.stderr)
         return EXIT_LOCUST_DIED
-    if code == 2:
-        return code  # refused before any traffic (a usage error printed by the locustfile): nothing to report
+    if code in (2, EXIT_UNWRITABLE):
+        return code  # refused before any traffic, or the suite already said its results could not be written
     summary = salvage_summary(folder, code)
     try:
         folder.mkdir(parents=True, exist_ok=True)

@@ -153,6 +153,31 @@ def custom_table() -> str:
     return "\n".join(lines)
 
 
+def guard_locust_csv_writer() -> None:
+    """Locust's once-a-second CSV writer raises on a full disk: a traceback from its greenlet, and another
+    from close_files() at exit that skips the exit code. Stop it with one logged line instead; the final
+    CSVs are rewritten by _write_final_csv, which records the failure (exit code 4). Idempotent."""
+    from locust.stats import StatsCSVFileWriter
+    if getattr(StatsCSVFileWriter, "_suite_guarded", False):
+        return
+    write, close = StatsCSVFileWriter.stats_writer, StatsCSVFileWriter.close_files
+
+    def stats_writer(self) -> None:
+        try:
+            write(self)
+        except OSError as error:
+            logger.error("Locust's CSV writer stopped: %s", error.strerror or error)
+
+    def close_files(self) -> None:
+        try:
+            close(self)
+        except OSError as error:
+            logger.error("Locust's CSV files could not be closed: %s", error.strerror or error)
+
+    StatsCSVFileWriter.stats_writer, StatsCSVFileWriter.close_files = stats_writer, close_files
+    StatsCSVFileWriter._suite_guarded = True
+
+
 def take_over_html_report(run: SuiteRun, environment) -> None:
     """Write report.html ourselves, after summary.json: Locust writes it before the quitting hooks run, and
     an error there (a full disk) would skip them all; it also skips it on SIGTERM. Called from init."""
