@@ -18,6 +18,7 @@ from typing import Any
 from locust.runners import MasterRunner, WorkerRunner
 
 from .. import oracle
+from ..oracle import wiring as oracle_wiring
 from ..openmodel import latency_correction, pacing
 from ..config.urls import redact
 from ..reporting import verdict
@@ -55,10 +56,14 @@ def finish(run: SuiteRun, environment) -> dict[str, Any]:
     oracle_result = oracle.finalize(environment) if config.oracle.enabled else None
     consistency = oracle_result.to_dict() if oracle_result is not None else {"enabled": False, "passed": None}
     consistency["enabled"] = oracle_result is not None
+    if oracle_result is not None:
+        consistency.update(oracle_wiring.receipt(environment))
     custom = STATS.snapshot()
     summary = build_summary(run, environment, consistency, custom)
     print(custom_table(), flush=True)
     print(verdict.verdict_table(summary), flush=True)
+    for line in summary["lost"]:
+        print(f"lost: {line}", flush=True)
     for name, write in (("the results folder", lambda: folder.mkdir(parents=True, exist_ok=True)),
                         ("custom_report.csv", lambda: write_custom_report(folder)),
                         ("summary.json", lambda: verdict.write_summary(folder, summary)),
@@ -117,6 +122,8 @@ def build_summary(run: SuiteRun, environment, consistency: dict[str, Any], custo
         "open_model": pacing.achieved_vs_target(environment),
         "corrected_latency": latency_correction.summary(environment),
         "monitoring": run.monitor.stats() if run.monitor is not None else None,
+        "lost": [f"worker {worker}: stopped answering (no heartbeat); its traffic after that and its oracle records "
+                 f"never arrived, so its buys are unknown to the oracle" for worker in lost],
         "verdict": decision,
     }
 
