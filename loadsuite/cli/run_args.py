@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -85,10 +86,13 @@ class Plan:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="./run_tests.sh", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Load-test product-service with Locust: a report and a verdict (exit code) per run.",
+        description="Load-test product-service with Locust: a report and a verdict (exit code) per run.\n\n"
+                    + "\n".join(f"  ./run_tests.sh {mode} {' '.join(f'[{name}]' for name in POSITIONALS.get(mode, ()))}"
+                                 .rstrip() + f"\n      {text}" for mode, text in MODES.items()),
         epilog="Anything after -- goes to Locust unchanged (user classes, --tags, --processes ...).\n"
                "Exit codes: 0 passed, 1 a threshold or the consistency oracle failed, 2 bad configuration or usage\n"
-               "(before any traffic), 3 target unreachable, 4 results could not be written, 5 Locust died.\n"
+               "(before any traffic), 3 target unreachable, 4 results could not be written, 5 Locust died,\n"
+               "130 a second Ctrl-C/SIGTERM stopped the run at once.\n"
                "Environment: RESULTS_ROOT, WEB_HOST, WEB_PORT, MASTER_PORT, MASTER_BIND_HOST, EXPECT_WORKERS,\n"
                "STOP_TIMEOUT, CONFIG_PATH, PRODUCT_SERVICE_URL, LOAD_SHAPE, SERVICE_CLIENT, THRESHOLDS, INFLUXDB_TOKEN.")
     modes = parser.add_subparsers(dest="mode", metavar="MODE", required=True)
@@ -102,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--shape", choices=[*SHAPES, "none"], help="load shape; it decides users and duration")
         sub.add_argument("--client", choices=CLIENTS, help="Locust client: fast (geventhttpclient, default) or requests")
         sub.add_argument("--threshold", action="append", default=[], metavar="KEY=VALUE",
-                         help="override a threshold, repeatable: p95_ms=500, Buy_Product.p99_ms=900, consistency=false")
+                         help="override a threshold, repeatable: p95_ms=500, Buy_Product.p99_ms=900, error_rate=off "
+                              "(off/false/none: no limit), consistency=false")
         sub.add_argument("--config", metavar="FILE", help="config file (default config.yaml or CONFIG_PATH)")
         sub.add_argument("--spawn-rate", metavar="R", help="users started per second (default USERS/5, at least 2)")
         sub.add_argument("--no-analysis", action="store_true", help="skip summary.md and the charts")
@@ -152,7 +157,7 @@ def plan(argv: list[str], env: dict[str, str] | None = None) -> Plan:
 def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
     """The mode, then its positionals and options in any order (as the shell script always allowed)."""
     def fail(message: str) -> None:
-        raise UsageError(f"{message}: see ./run_tests.sh --help")
+        raise UsageError(f"{_plain(message)}: see ./run_tests.sh --help")
 
     modes = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     if not argv or argv[0] not in modes:
@@ -162,6 +167,23 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
     args = sub.parse_intermixed_args(argv[1:])
     args.mode = argv[0]
     return args
+
+
+NEEDS = {"--shape": "a value", "--client": "a value", "--threshold": "KEY=VALUE", "--config": "a file",
+         "--spawn-rate": "a number"}
+
+
+def _plain(message: str) -> str:
+    """argparse's wording in the words of this command line."""
+    if match := re.match(r"unrecognized arguments: (.+)", message):
+        return f"unknown option {match.group(1)}"
+    if match := re.match(r"argument --(\w[\w-]*): invalid choice: '([^']*)' \(choose from (.*)\)", message):
+        return f"unknown {match.group(1)} '{match.group(2)}': use one of {match.group(3).replace(chr(39), '')}"
+    if match := re.match(r"argument (--[\w-]+): expected one argument", message):
+        return f"{match.group(1)} needs {NEEDS.get(match.group(1), 'a value')}"
+    if "required: MASTER_HOST" in message:
+        return "worker needs MASTER_HOST: ./run_tests.sh worker 10.0.0.5"
+    return message
 
 
 def _host(text: str, name: str = "HOST") -> str:
@@ -233,13 +255,22 @@ def _locust_choices(extra: list[str]) -> tuple[list[str], list[str], str]:
     return list(options.user_classes or []), tags, options.host or ""
 
 
+def full_help() -> str:
+    """Every mode, then the options they share (one help for ./run_tests.sh --help and MODE --help)."""
+    parser = build_parser()
+    modes = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    options = modes["headless"].format_help().partition("options:")[2]
+    return parser.format_help() + "\nOptions of every mode but test:" + options
+
+
 def main(argv: list[str] | None = None) -> int:
     """Shell code on stdout for run_tests.sh to eval; help and errors on stderr."""
     argv = sys.argv[1:] if argv is None else argv
-    shell_out, sys.stdout = sys.stdout, sys.stderr  # argparse's help must not reach the eval'd stdout
+    shell_out, sys.stdout = sys.stdout, sys.stderr  # argparse's own output must not reach the eval'd stdout
     try:
-        if not argv or argv[0] in ("-h", "--help", "help"):
-            build_parser().print_help()
+        if not argv or argv[0] in ("-h", "--help", "help") or ("-h" in argv or "--help" in argv) and "--" not in argv:
+            # run_tests.sh prints the help on its stdout: shell code that prints it, then exits (2 without a mode)
+            print(f"printf '%s\\n' {shlex.quote(full_help())}", file=shell_out)
             print("exit 0" if argv else "exit 2", file=shell_out)
             return 0
         print(plan(argv).shell(), end="", file=shell_out)
@@ -247,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         print(f"run_tests.sh: {error}", file=sys.stderr)
         return 2
-    except SystemExit as done:  # --help of a mode
+    except SystemExit as done:  # argparse exiting by itself
         print(f"exit {done.code or 0}", file=shell_out)
         return 0
     finally:
