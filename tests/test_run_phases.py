@@ -77,6 +77,29 @@ def test_sigterm_during_the_start_snapshot_starts_no_user_and_keeps_the_verdict(
 
 
 @pytest.mark.e2e
+def test_sigterm_during_the_end_snapshot_lets_the_oracle_and_reports_finish(suite, product_service, tmp_path):
+    with FaultProxy(product_service.port, delay_s=TRICKLE_BYTE_S, only_path="/products") as proxy:
+        run = suite("headless", "2", "4", proxy.url, "--no-analysis", "--config", str(write_config(tmp_path)))
+        run.wait_for_output("All users spawned", timeout=40)
+        proxy.set_mode("trickle")  # from now on the end snapshot takes its whole 5 s deadline
+        run.wait_for_output("--run-time limit reached", timeout=30)
+        time.sleep(1.0)
+        signalled = time.monotonic()
+        os.kill(run.proc.pid, signal.SIGTERM)
+        code = run.wait(timeout=60)
+        took = time.monotonic() - signalled
+    folder = run.folder()
+    assert_no_traceback(run, folder)
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["totals"]["requests"] > 0 and (folder / "junit.xml").is_file() and (folder / "report.html").is_file()
+    assert code == summary["verdict"]["exit_code"] in (0, 1)
+    assert summary["interrupted"] is False, "the load had run its full -t before the signal"
+    assert "interrupt: the run is already ending" in run.stderr
+    assert took < SNAPSHOT_DEADLINE_S + STOP_TIMEOUT_S + 8, f"took {took:.1f} s"
+    assert run.session_processes() == []
+
+
+@pytest.mark.e2e
 def test_second_signal_exits_at_once_with_one_line_and_leaves_no_process(suite, trickling, tmp_path):
     run = suite("headless", "2", "60", trickling.url, "--no-analysis", "--config", str(write_config(tmp_path)))
     run.wait_for_output("Run time limit set", timeout=40)

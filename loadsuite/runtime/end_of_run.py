@@ -34,6 +34,7 @@ EXIT_UNWRITABLE = 4  # "results could not be written" (run_tests.sh --help, READ
 def on_quitting(run: SuiteRun, environment, **_kwargs) -> None:
     if isinstance(environment.runner, WorkerRunner) or run.started_at is None:
         return
+    run.ending = True
     summary = finish(run, environment)
     _write_html_report(run, environment)
     _write_final_csv(run, environment)
@@ -64,6 +65,9 @@ def finish(run: SuiteRun, environment) -> dict[str, Any]:
     print(verdict.verdict_table(summary), flush=True)
     for line in summary["lost"]:
         print(f"lost: {line}", flush=True)
+    if summary["setup_s"] >= 1:
+        print(f"setup (start snapshot, contention stock) took {summary['setup_s']:g} s of the run's clock: "
+              f"{summary['load_s']:g} s of load were applied", flush=True)
     for name, write in (("the results folder", lambda: folder.mkdir(parents=True, exist_ok=True)),
                         ("custom_report.csv", lambda: write_custom_report(folder)),
                         ("summary.json", lambda: verdict.write_summary(folder, summary)),

@@ -47,6 +47,7 @@ class SuiteRun:
         self.load_started_at: float | None = None  # when the test_start listeners (setup) were done
         self.html_file: str | None = None  # report.html, written by end_of_run after summary.json
         self.write_errors: list[str] = []
+        self.ending = False  # the end of the run (oracle, reports) has begun: an interrupt no longer cuts it
 
     def current_summary(self) -> dict[str, Any] | None:
         """The last finished run's summary (what summary.json holds), or None while a run is going on."""
@@ -65,6 +66,7 @@ class SuiteRun:
         STATS.reset()
         self.started_at, self.stopped_at, self.finalized = time.time(), None, None
         self.load_started_at = None
+        self.ending = False
         self.peak_users = 0
         if isinstance(environment.runner, WorkerRunner):
             return
@@ -86,6 +88,7 @@ class SuiteRun:
         self.peak_users = max(self.peak_users, user_count)
 
     def on_test_stopping(self, environment, **_kwargs) -> None:
+        self.ending = True
         runner = environment.runner
         self.peak_users = max(self.peak_users, runner.user_count if runner else 0)
         if isinstance(runner, MasterRunner):
@@ -93,8 +96,14 @@ class SuiteRun:
 
     def on_test_stop(self, environment, finish: Callable[[Any], Any], **_kwargs) -> None:
         self.stopped_at = time.time()
+        self.ending = True
         if environment.web_ui is not None and not isinstance(environment.runner, WorkerRunner):
-            gevent.spawn(finish, environment)  # the UI shows the verdict as soon as a test stops
+            def finish_then_allow_quit() -> None:  # the UI shows the verdict as soon as a test stops
+                try:
+                    finish(environment)
+                finally:
+                    self.ending = False  # between tests, Ctrl-C quits the web UI as usual
+            gevent.spawn(finish_then_allow_quit)
 
     def watch_interrupts(self) -> None:
         """Remember a Ctrl-C (run_tests.sh turns SIGTERM into SIGINT too) so the summary says the run was cut short.
@@ -104,12 +113,16 @@ class SuiteRun:
         that receives the workers' messages), which kills that greenlet and prints a traceback.
         """
         def on_interrupt() -> None:
-            self.interrupted = True
             self.interrupts += 1
             if self.interrupts > 1:  # the second one: out at once (run_tests.sh says the same when it gets it)
                 print("second interrupt: stopped at once without waiting for users or reports", file=sys.stderr,
                       flush=True)
                 os._exit(130)
+            if self.ending:  # the load is over; the oracle and the reports have deadlines: let them finish
+                print("interrupt: the run is already ending; writing its results (a second interrupt stops at once)",
+                      file=sys.stderr, flush=True)
+                return
+            self.interrupted = True
             hub = gevent.get_hub()
             hub.loop.run_callback(hub.parent.throw, KeyboardInterrupt)  # what gevent does with a KeyboardInterrupt
 
