@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from conftest import ROOT
 from fault_proxy import FaultProxy
 from test_fault_matrix import (STOP_TIMEOUT_S, TRACEBACK, assert_no_traceback, suite, wait_until,  # noqa: F401
                                write_config)
@@ -192,3 +194,20 @@ def test_read_only_results_disk_exits_4_before_any_traffic(suite, product_servic
         line = [line for line in run.stderr.splitlines() if line.strip()]
         assert len(line) == 1 and "results could not be written" in line[0], line
         assert target.total_requests == 1, "only run_tests.sh's health check may reach the target"
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("client", ["fast", "requests"])
+def test_locust_run_directly_with_a_trailing_slash_host_sends_the_right_paths(product_service, tmp_path, client):
+    """`locust -f locustfile.py --host http://127.0.0.1:PORT/`: the host is normalised like run_tests.sh's HOST."""
+    folder = tmp_path / "results"
+    result = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", "locustfile.py", "--headless", "-u", "2", "-r", "2", "-t", "3",
+         "--host", product_service.url + "/", "--csv", str(folder / "stats"), "--results-dir", str(folder)],
+        cwd=ROOT, env={**os.environ, "CONFIG_PATH": str(write_config(tmp_path)), "SERVICE_CLIENT": client},
+        capture_output=True, text=True, timeout=90, stdin=subprocess.DEVNULL)
+    assert TRACEBACK not in result.stdout + result.stderr, result.stderr[-3000:]
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["host"] == product_service.url
+    assert summary["totals"]["requests"] > 0 and summary["totals"]["failures"] == 0, summary["totals"]
+    assert result.returncode == summary["verdict"]["exit_code"] == 0
