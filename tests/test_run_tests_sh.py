@@ -100,3 +100,12 @@ def test_arguments_after_double_dash_reach_locust_and_latest_follows_the_newest_
     assert latest.is_symlink() and latest.resolve() == health.folder.resolve()
     assert (latest / "summary.json").is_file()
     assert not refused.survivors and not health.survivors
+
+
+@pytest.mark.parametrize("host", ["http://shop:hunter2@127.0.0.1:8082", "http://shop:hunter2@127.0.0.1:8082/"])
+def test_host_with_a_password_is_refused_and_the_password_never_printed(tmp_path, host):
+    result = run_quick(tmp_path, "headless", "1", "1", host)
+    assert result.returncode == 2
+    assert "carries user info" in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert "hunter2" not in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
