@@ -211,3 +211,29 @@ def test_locust_run_directly_with_a_trailing_slash_host_sends_the_right_paths(pr
     assert summary["host"] == product_service.url
     assert summary["totals"]["requests"] > 0 and summary["totals"]["failures"] == 0, summary["totals"]
     assert result.returncode == summary["verdict"]["exit_code"] == 0
+
+
+@pytest.mark.e2e
+def test_locust_run_directly_exits_at_once_on_a_second_interrupt(trickling, tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "locust", "-f", "locustfile.py", "--headless", "-u", "2", "-t", "60",
+         "--host", trickling.url, "--results-dir", str(tmp_path / "results")],
+        cwd=ROOT, env={**os.environ, "CONFIG_PATH": str(write_config(tmp_path))}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_until(lambda: trickling.requests["trickle"] > 0 or proc.poll() is not None, 30, "the start snapshot")
+        proc.send_signal(signal.SIGINT)  # the first: the start snapshot still runs (5 s), then the end one
+        time.sleep(1.0)
+        assert proc.poll() is None
+        second = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=15)
+        took = time.monotonic() - second
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+    assert proc.returncode == 130 and took < 2.0, (proc.returncode, took)
+    assert TRACEBACK not in err
+    assert [line for line in err.splitlines() if "second interrupt" in line] == [
+        "second interrupt: stopped at once without waiting for users or reports"]
