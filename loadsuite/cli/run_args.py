@@ -9,19 +9,19 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import shlex
 import sys
 from dataclasses import dataclass, field
 
 from ..config import ConfigError, load_config
+from ..config.schema import MAX_SECONDS, MAX_SPAWN_RATE, MAX_USERS
 from ..config.urls import normalise_base_url
 from ..names import ALL_USER_TYPES, CLIENTS, CONTENTION_USER, SHAPES, TAGS, USER_TYPE_TASKS
 
-# Bounds on the command line (config.yaml has the same for stages; docs/reliability.md lists them).
-MAX_USERS = 100_000
-MAX_DURATION_S = 7 * 24 * 3600
+# Bounds on the command line: the config's own (schema.py; docs/reliability.md lists them) and the workers.
+MAX_DURATION_S = MAX_SECONDS
 MAX_WORKERS = 256
-MAX_SPAWN_RATE = 10_000.0
 
 MODES = {
     "headless": "USERS (default 10) users for DURATION_S (default 60) s against HOST (default: the bundled service)",
@@ -83,55 +83,31 @@ class Plan:
         return "\n".join(lines) + "\n"
 
 
-USAGE = """\
-usage:
-  ./run_tests.sh headless [USERS] [DURATION_S] [HOST] [options] [-- locust args]
-  ./run_tests.sh ui [HOST] [options] [-- locust args]              web UI on 127.0.0.1:8089
-  ./run_tests.sh distributed [WORKERS] [USERS] [DURATION_S] [HOST] [options] [-- locust args]
-  ./run_tests.sh master [USERS] [DURATION_S] [HOST] [options] [-- locust args]   (waits for workers)
-  ./run_tests.sh worker MASTER_HOST [options] [-- locust args]
-  ./run_tests.sh test [pytest args]                                the project's tests
-
-Options:
-  --shape staged|spike|step|none   a load shape: it decides users and duration
-  --client fast|requests           Locust's client (default fast: geventhttpclient)
-  --threshold KEY=VALUE            repeatable: p95_ms=500, Buy_Product.p99_ms=900, consistency=false
-  --config FILE                    config file (default config.yaml, or CONFIG_PATH)
-  --spawn-rate R                   users started per second (default USERS/5, at least 2)
-  --no-analysis                    skip summary.md and the charts
-  -- ARGS                          anything after -- goes to Locust unchanged (user classes, --tags ...)
-
-With no HOST the bundled reference service is started on a free port with a fresh database and stopped
-afterwards. Every run writes results/<UTC timestamp>/ and points results/latest at it (RESULTS_ROOT=DIR
-puts them elsewhere). Bounds: USERS <= {users:,}, DURATION_S <= {duration:,}, WORKERS <= {workers}.
-
-Exit codes: 0 passed, 1 a threshold or the consistency oracle failed, 2 bad configuration or usage (before
-any traffic), 3 target unreachable, 4 results could not be written, 5 Locust died.
-Environment: RESULTS_ROOT, WEB_HOST, WEB_PORT, MASTER_PORT, MASTER_BIND_HOST, EXPECT_WORKERS, STOP_TIMEOUT,
-CONFIG_PATH, PRODUCT_SERVICE_URL, LOAD_SHAPE, SERVICE_CLIENT, THRESHOLDS, INFLUXDB_TOKEN.
-""".format(users=MAX_USERS, duration=MAX_DURATION_S, workers=MAX_WORKERS)
-NEEDS = {"--shape": "--shape needs a value: staged, spike, step or none",
-         "--client": "--client needs a value: fast or requests",
-         "--threshold": "--threshold needs KEY=VALUE, e.g. p95_ms=500",
-         "--config": "--config needs a file", "--spawn-rate": "--spawn-rate needs a number"}
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="./run_tests.sh", usage=argparse.SUPPRESS, add_help=False,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, description=USAGE)
+    parser = argparse.ArgumentParser(
+        prog="./run_tests.sh", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Load-test product-service with Locust: a report and a verdict (exit code) per run.\n\n"
+                    + "\n".join(f"  ./run_tests.sh {mode} {' '.join(f'[{name}]' for name in POSITIONALS.get(mode, ()))}"
+                                 .rstrip() + f"\n      {text}" for mode, text in MODES.items()),
+        epilog="Anything after -- goes to Locust unchanged (user classes, --tags, --processes ...).\n"
+               "Exit codes: 0 passed, 1 a threshold or the consistency oracle failed, 2 bad configuration or usage\n"
+               "(before any traffic), 3 target unreachable, 4 results could not be written, 5 Locust died,\n"
+               "130 a second Ctrl-C/SIGTERM stopped the run at once.\n"
+               "Environment: RESULTS_ROOT, WEB_HOST, WEB_PORT, MASTER_PORT, MASTER_BIND_HOST, EXPECT_WORKERS,\n"
+               "STOP_TIMEOUT, CONFIG_PATH, PRODUCT_SERVICE_URL, LOAD_SHAPE, SERVICE_CLIENT, THRESHOLDS, INFLUXDB_TOKEN.")
     modes = parser.add_subparsers(dest="mode", metavar="MODE", required=True)
     for mode, text in MODES.items():
-        sub = modes.add_parser(mode, help=text, description=text, epilog=USAGE,
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
+        sub = modes.add_parser(mode, help=text, description=text)
         if mode == "test":
             continue
         for name in POSITIONALS[mode]:
             sub.add_argument(name.lower(), nargs="?" if name != "MASTER_HOST" else None, metavar=name,
                              default=DEFAULTS[name])
-        sub.add_argument("--shape", metavar="NAME", help="load shape: staged, spike, step or none")
-        sub.add_argument("--client", metavar="NAME", help="Locust client: fast or requests")
+        sub.add_argument("--shape", choices=[*SHAPES, "none"], help="load shape; it decides users and duration")
+        sub.add_argument("--client", choices=CLIENTS, help="Locust client: fast (geventhttpclient, default) or requests")
         sub.add_argument("--threshold", action="append", default=[], metavar="KEY=VALUE",
-                         help="override a threshold, repeatable: p95_ms=500, Buy_Product.p99_ms=900, consistency=false")
+                         help="override a threshold, repeatable: p95_ms=500, Buy_Product.p99_ms=900, error_rate=off "
+                              "(off/false/none: no limit), consistency=false")
         sub.add_argument("--config", metavar="FILE", help="config file (default config.yaml or CONFIG_PATH)")
         sub.add_argument("--spawn-rate", metavar="R", help="users started per second (default USERS/5, at least 2)")
         sub.add_argument("--no-analysis", action="store_true", help="skip summary.md and the charts")
@@ -167,10 +143,6 @@ def plan(argv: list[str], env: dict[str, str] | None = None) -> Plan:
         result.master_host = values["MASTER_HOST"]
         if not result.master_host or result.master_host.startswith("-"):
             raise UsageError("worker needs MASTER_HOST: ./run_tests.sh worker 10.0.0.5")
-    if args.shape is not None and args.shape not in (*SHAPES, "none"):
-        raise UsageError(f"unknown shape {args.shape!r}: use {', '.join(SHAPES)} or none")
-    if args.client is not None and args.client not in CLIENTS:
-        raise UsageError(f"unknown client {args.client!r}: use {' or '.join(CLIENTS)}")
     result.shape = args.shape or ""
     result.client = args.client or ""
     result.thresholds = list(args.threshold)
@@ -185,7 +157,7 @@ def plan(argv: list[str], env: dict[str, str] | None = None) -> Plan:
 def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
     """The mode, then its positionals and options in any order (as the shell script always allowed)."""
     def fail(message: str) -> None:
-        raise UsageError(_reworded(message))
+        raise UsageError(f"{_plain(message)}: see ./run_tests.sh --help")
 
     modes = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     if not argv or argv[0] not in modes:
@@ -197,26 +169,28 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
     return args
 
 
-def _reworded(message: str) -> str:
-    """argparse's messages in this script's words: what is wrong and what to write instead."""
-    if message.startswith("argument --") and message.endswith("expected one argument"):
-        option = message.split()[1].rstrip(":")
-        return NEEDS.get(option, f"{option} needs a value")
-    if message.startswith("unrecognized arguments: "):
-        first = message.split()[2]
-        if first.startswith("-"):
-            return f"unknown option {first}: see ./run_tests.sh --help"
-        return f"too many arguments (from {first!r} on): see ./run_tests.sh --help"
-    if "MASTER_HOST" in message:
+NEEDS = {"--shape": "a value", "--client": "a value", "--threshold": "KEY=VALUE", "--config": "a file",
+         "--spawn-rate": "a number"}
+
+
+def _plain(message: str) -> str:
+    """argparse's wording in the words of this command line."""
+    if match := re.match(r"unrecognized arguments: (.+)", message):
+        return f"unknown option {match.group(1)}"
+    if match := re.match(r"argument --(\w[\w-]*): invalid choice: '([^']*)' \(choose from (.*)\)", message):
+        return f"unknown {match.group(1)} '{match.group(2)}': use one of {match.group(3).replace(chr(39), '')}"
+    if match := re.match(r"argument (--[\w-]+): expected one argument", message):
+        return f"{match.group(1)} needs {NEEDS.get(match.group(1), 'a value')}"
+    if "required: MASTER_HOST" in message:
         return "worker needs MASTER_HOST: ./run_tests.sh worker 10.0.0.5"
-    return f"{message}: see ./run_tests.sh --help"
+    return message
 
 
-def _host(text: str) -> str:
+def _host(text: str, name: str = "HOST") -> str:
     try:
         return normalise_base_url(text)
     except ValueError as error:
-        raise UsageError(f"HOST {error}") from None
+        raise UsageError(f"{name} {error}") from None
 
 
 def _spawn_rate(text: str) -> str:
@@ -243,10 +217,23 @@ def _check_config(result: Plan, env: dict[str, str]) -> None:
         config = load_config(None, env)
     except ConfigError as error:
         raise UsageError(f"config error: {error}") from None
-    classes, tags = _locust_choices(result.locust_extra)
+    check_locust_arguments(result.locust_extra, config)
+    shape = config.load_shape.name
+    result.shape_active = shape is not None
+    if shape and result.mode in ("headless", "distributed", "master"):
+        result.notes.append(f"the {shape} shape decides users and duration (USERS/DURATION_S are not used): "
+                            f"see docs/load_shapes.md")
+
+
+def check_locust_arguments(extra: list[str], config) -> None:
+    """Locust's own arguments against the suite (run_tests.sh after --, or `locust -f locustfile.py ...`):
+    known user classes with an enabled task, known tags, a --host without user info; UsageError otherwise."""
+    classes, tags, host = _locust_choices(extra)
+    if host:
+        _host(host, "--host")
     unknown = [name for name in classes if name not in ALL_USER_TYPES]
     if unknown:
-        raise UsageError(f"unknown user class {unknown[0]!r} after --: use one of {', '.join(ALL_USER_TYPES)}")
+        raise UsageError(f"unknown user class {unknown[0]!r}: use one of {', '.join(ALL_USER_TYPES)}")
     bad_tags = [tag for tag in tags if tag not in TAGS]
     if bad_tags:
         raise UsageError(f"unknown tag {bad_tags[0]!r}: use one of {', '.join(TAGS)}")
@@ -255,45 +242,47 @@ def _check_config(result: Plan, env: dict[str, str]) -> None:
         if name != CONTENTION_USER and not any(weights[task] > 0 for task in USER_TYPE_TASKS[name]):
             raise UsageError(f"user class {name} has no task with a weight above 0 in scenario_weights/"
                              "negative_weights: give one of its tasks a weight or choose another class")
-    shape = config.load_shape.name
-    result.shape_active = shape is not None
-    if shape and result.mode in ("headless", "distributed", "master"):
-        result.notes.append(f"the {shape} shape decides users and duration (USERS/DURATION_S are not used): "
-                            f"see docs/load_shapes.md")
 
 
-def _locust_choices(extra: list[str]) -> tuple[list[str], list[str]]:
-    """User class names and --tags/--exclude-tags values among the arguments for Locust, read by Locust's parser."""
+def _locust_choices(extra: list[str]) -> tuple[list[str], list[str], str]:
+    """User class names, --tags/--exclude-tags values and --host among Locust's arguments, read by Locust's parser."""
     if not extra:
-        return [], []
+        return [], [], ""
     from locust.argument_parser import get_parser  # only when there is something to read: it costs a second
 
     options, _unknown = get_parser(default_config_files=[]).parse_known_args(extra)
     tags = [*(options.tags or []), *(options.exclude_tags or [])]
-    return list(options.user_classes or []), tags
+    return list(options.user_classes or []), tags, options.host or ""
 
 
-def _say(text: str, code: int) -> str:
-    """Shell code that prints text on stdout and exits with code."""
-    return f"printf '%s\\n' {shlex.quote(text.rstrip())}\nexit {code}\n"
+def full_help() -> str:
+    """Every mode, then the options they share (one help for ./run_tests.sh --help and MODE --help)."""
+    parser = build_parser()
+    modes = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    options = modes["headless"].format_help().partition("options:")[2]
+    return parser.format_help() + "\nOptions of every mode but test:" + options
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Shell code on stdout for run_tests.sh to eval; errors on stderr (exit 2)."""
+    """Shell code on stdout for run_tests.sh to eval; help and errors on stderr."""
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        print(_say(USAGE, 0 if argv else 2), end="")
-        return 0
-    if argv[0] in MODES and any(arg in ("-h", "--help") for arg in argv[1:argv.index("--") if "--" in argv else None]):
-        sub = build_parser()._subparsers._group_actions[0].choices[argv[0]]  # type: ignore[union-attr]
-        print(_say(sub.format_help(), 0), end="")
-        return 0
+    shell_out, sys.stdout = sys.stdout, sys.stderr  # argparse's own output must not reach the eval'd stdout
     try:
-        print(plan(argv).shell(), end="")
+        if not argv or argv[0] in ("-h", "--help", "help") or ("-h" in argv or "--help" in argv) and "--" not in argv:
+            # run_tests.sh prints the help on its stdout: shell code that prints it, then exits (2 without a mode)
+            print(f"printf '%s\\n' {shlex.quote(full_help())}", file=shell_out)
+            print("exit 0" if argv else "exit 2", file=shell_out)
+            return 0
+        print(plan(argv).shell(), end="", file=shell_out)
+        return 0
     except UsageError as error:
         print(f"run_tests.sh: {error}", file=sys.stderr)
         return 2
-    return 0
+    except SystemExit as done:  # argparse exiting by itself
+        print(f"exit {done.code or 0}", file=shell_out)
+        return 0
+    finally:
+        sys.stdout = shell_out
 
 
 if __name__ == "__main__":
