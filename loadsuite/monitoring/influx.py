@@ -15,20 +15,29 @@ Design (why it cannot get in the users' way):
   formats it later. Runs on workers too (each opens its own connection); the master or local runner
   still writes the aggregate points as well.
 
-Measurements (prefix from config): <prefix>_requests (tags name, method; fields count, failures, rps,
-avg, p50, p95, p99 of the interval, timestamped at its end), <prefix>_run (users, count, failures, rps,
-failure_ratio), <prefix>_custom (numeric fields of custom_stats(), nested keys joined with "_"),
-<prefix>_events (tag event=start|end; fields value=1, text), <prefix>_raw (response_time,
-response_length, failed). Every point carries the tags run_id, host and test_name.
+Measurements (prefix from config; docs/monitoring.md lists them with their VictoriaMetrics names):
+- <prefix>_requests (tags name, method; fields count, failures, rps, avg, p50, p95, p99 of the interval,
+  timestamped at its end). The percentiles are per interval and cannot be combined: use _latency.
+- <prefix>_latency (tags name, method, le; field bucket): the interval's latency histogram, one point
+  per fixed boundary of LATENCY_BUCKETS_MS plus le=+Inf, each the cumulative count of the interval's
+  requests at or under le ms, built from the deltas of Locust's own response_times dict at sample
+  time (never per request). Sums over any time range and any set of generators stay a histogram, so
+  any percentile can be computed downstream (histogram_quantile, or Flux's histogramQuantile).
+- <prefix>_failures (tags name, method, reason; field count): the deltas of Locust's own error table.
+- <prefix>_responses (tags name, method, status; field count): only with status_codes: true, the one
+  setting that adds a listener per request in aggregate mode (a dictionary increment).
+- <prefix>_users (tag user_class; field users): running users per user class at the sample.
+- <prefix>_run (users, count, failures, rps, failure_ratio), <prefix>_custom (numeric fields of
+  custom_stats(), nested keys joined with "_"), <prefix>_events (tags event=start|end and message, the
+  marker's text as a tag because VictoriaMetrics drops string fields; fields value=1, text),
+  <prefix>_raw (response_time, response_length, failed). Every point carries run_id, host, test_name.
 
-What is guaranteed in aggregate mode: for every (request name, method), the sum of `count` over its
-`<prefix>_requests` points equals Locust's num_requests for it at test_stop (plus any reports a master
-receives before quitting), provided points_dropped == 0 and the stats were not reset during the run.
 """
 from __future__ import annotations
 
 import logging
 import time
+from bisect import bisect_left
 from collections import deque
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -45,6 +54,15 @@ from .lines import _escape_key, _escape_string, _field, _flatten, _line
 log = logging.getLogger("monitoring")
 
 _TOTAL_KEY = ("__total__", "")
+
+# Fixed histogram boundaries in ms (le tags). Locust rounds response times to 2 significant digits above
+# 100 ms, so finer boundaries there would add points without precision. The SLO defaults (1000, 2000) are
+# boundaries, so "share of requests under the SLO" is exact. Changing this list changes the series.
+LATENCY_BUCKETS_MS = (5, 10, 25, 50, 75, 100, 150, 200, 300, 400, 500, 750, 1000, 1500, 2000, 3000, 5000,
+                      10000, 30000, 60000)
+_LE_TAGS = tuple(f",le={bound}" for bound in LATENCY_BUCKETS_MS) + (",le=+Inf",)
+MAX_REASONS = 200  # distinct failure-reason tags per run; later ones share "(other)"
+MAX_REASON_LENGTH = 120
 
 
 class _WriteTimedOut(Exception):
@@ -79,6 +97,11 @@ class Monitor:
         self._sampler: Optional[gevent.Greenlet] = None
         self._writer: Optional[gevent.Greenlet] = None
         self._prev: dict[tuple[str, str], tuple] = {}
+        self._prev_errors: dict[str, int] = {}
+        self._reasons: dict[str, str] = {}  # Locust's error text -> escaped reason tag
+        self._statuses: dict[tuple, int] = {}  # (name, method, status) -> count (status_codes only)
+        self._prev_statuses: dict[tuple, int] = {}
+        self._count_statuses = config.status_codes and not self._raw
         self._last_sample = time.monotonic()
         self._aggregating = False
         self._running = False
@@ -90,6 +113,10 @@ class Monitor:
         self._m_custom = f"{prefix}_custom"
         self._m_events = f"{prefix}_events"
         self._m_raw = f"{prefix}_raw"
+        self._m_latency = f"{prefix}_latency"
+        self._m_failures = f"{prefix}_failures"
+        self._m_responses = f"{prefix}_responses"
+        self._m_users = f"{prefix}_users"
         host = environment.host or "unknown"
         self._base_tags = (f",run_id={_escape_key(run_id)},host={_escape_key(host)}"
                            f",test_name={_escape_key(config.test_name)}")
@@ -109,7 +136,11 @@ class Monitor:
         """(event name, listener) pairs; event_hooks.register attaches them."""
         pairs = [("test_start", self._on_test_start), ("test_stop", self._on_test_stop),
                  ("quitting", self._on_quitting)]
-        return pairs + ([("request", self._on_request)] if self._raw else [])
+        if self._raw:
+            pairs.append(("request", self._on_request))
+        elif self._count_statuses:
+            pairs.append(("request", self._on_response_status))
+        return pairs
 
     def flush(self, timeout: Optional[float] = None) -> None:
         """Write what is buffered, giving up after `timeout` seconds; what is left is counted as dropped."""
@@ -135,6 +166,11 @@ class Monitor:
         buffer.append((start_time or time.time(), request_type, name, response_time, response_length,
                        exception is not None))
 
+    def _on_response_status(self, request_type, name, response=None, exception=None, **_kwargs) -> None:
+        # Hot path (status_codes: true only): one dictionary increment, formatted at sample time.
+        key = (name, request_type, getattr(response, "status_code", None) or 0)
+        self._statuses[key] = self._statuses.get(key, 0) + 1
+
     def _on_test_start(self, environment=None, **_kwargs) -> None:
         if self._running:
             return
@@ -143,8 +179,10 @@ class Monitor:
         if self._aggregating:
             # Deltas are counted from here, so a restarted run (web UI) starts from its own zero.
             self._prev = {key: self._snapshot(entry) for key, entry in self._entries()}
+            self._prev_errors = self._error_counts()
+            self._prev_statuses = dict(self._statuses)
             self._last_sample = time.monotonic()
-            self._event("start", f"Load test {self.run_id} started")
+            self._event("start", f"Load test {self.run_id} started ({self.config.test_name})")
             self._sampler = gevent.spawn(self._sample_loop)
         self._writer = gevent.spawn(self._write_loop)
 
@@ -157,7 +195,7 @@ class Monitor:
             self._sampler = None
         if self._aggregating:
             self._sample()
-            self._event("end", f"Load test {self.run_id} ended")
+            self._event("end", f"Load test {self.run_id} ended ({self.config.test_name})")
         self.flush()
         s = self.stats()
         log.info("monitoring: %d points written to %s, %d dropped, %d write errors",
@@ -238,10 +276,20 @@ class Monitor:
                 fields["p50"] = float(calculate_response_time_percentile(times, timed, 0.50))
                 fields["p95"] = float(calculate_response_time_percentile(times, timed, 0.95))
                 fields["p99"] = float(calculate_response_time_percentile(times, timed, 0.99))
-            self._push(_line(self._m_requests, self._base_tags + self._request_tags(*key), fields, ts))
+            tags = self._base_tags + self._request_tags(*key)
+            self._push(_line(self._m_requests, tags, fields, ts))
+            if timed:
+                self._push_histogram(tags, times, ts)
+        self._sample_failures(ts)
+        if self._count_statuses:
+            self._sample_statuses(ts)
         runner = self.environment.runner
         run_fields["users"] = runner.user_count if runner is not None else 0
         self._push(_line(self._m_run, self._base_tags, run_fields, ts))
+        if runner is not None:
+            for user_class, users in sorted(runner.user_classes_count.items()):
+                self._push(f"{self._m_users}{self._base_tags},user_class={_escape_key(user_class)} "
+                           f"users={int(users)}i {ts}")
         if self._custom_stats is not None:
             try:
                 custom = _flatten(self._custom_stats() or {})
@@ -256,6 +304,52 @@ class Monitor:
         if self._writer is not None:
             self._writer_wake()
 
+    def _push_histogram(self, tags: str, times: dict[int, int], ts: int) -> None:
+        """One cumulative bucket count per boundary (and +Inf) of this interval's response times."""
+        counts = [0] * (len(LATENCY_BUCKETS_MS) + 1)
+        for response_time, count in times.items():
+            counts[bisect_left(LATENCY_BUCKETS_MS, response_time)] += count
+        prefix, total = f"{self._m_latency}{tags}", 0
+        for le, count in zip(_LE_TAGS, counts):
+            total += count
+            self._push(f"{prefix}{le} bucket={total}i {ts}")
+
+    def _error_counts(self) -> dict[str, int]:
+        return {key: error.occurrences for key, error in list(self.environment.stats.errors.items())}
+
+    def _sample_failures(self, ts: int) -> None:
+        """One point per (request, reason) whose count grew since the last sample (Locust's error table)."""
+        errors = self.environment.stats.errors
+        current = self._error_counts()
+        for key, occurrences in current.items():
+            grown = occurrences - self._prev_errors.get(key, 0)
+            if grown <= 0:
+                continue
+            error = errors.get(key)
+            if error is None:
+                continue
+            tags = self._request_tags(error.name, error.method) + self._reason_tag(error.error)
+            self._push(f"{self._m_failures}{self._base_tags}{tags} count={grown}i {ts}")
+        self._prev_errors = current
+
+    def _reason_tag(self, error) -> str:
+        text = error if isinstance(error, str) else repr(error)
+        tag = self._reasons.get(text)
+        if tag is None:
+            reason = _failure_reason(text) if len(self._reasons) < MAX_REASONS else "(other)"
+            tag = f",reason={_escape_key(reason)}"
+            self._reasons[text] = tag
+        return tag
+
+    def _sample_statuses(self, ts: int) -> None:
+        current = dict(self._statuses)
+        for (name, method, status), count in current.items():
+            grown = count - self._prev_statuses.get((name, method, status), 0)
+            if grown > 0:
+                self._push(f"{self._m_responses}{self._base_tags}{self._request_tags(name, method)}"
+                           f",status={status} count={grown}i {ts}")
+        self._prev_statuses = current
+
     def _request_tags(self, name: str, method: str) -> str:
         tags = self._tag_cache.get((name, method))
         if tags is None:
@@ -265,7 +359,9 @@ class Monitor:
         return tags
 
     def _event(self, kind: str, text: str) -> None:
-        self._push(f"{self._m_events}{self._base_tags},event={kind} "
+        # The text twice: as a tag (message) it survives in VictoriaMetrics, which drops string fields; the
+        # string field (text) is kept for the InfluxDB queries written before the tag existed.
+        self._push(f"{self._m_events}{self._base_tags},event={kind},message={_escape_key(text)} "
                    f'value=1i,text="{_escape_string(text)}" {time.time_ns()}')
 
     def _push(self, line: Optional[str]) -> None:
@@ -396,6 +492,16 @@ class Monitor:
         if self._token:  # before shortening, so no fragment of the token survives the cut
             text = text.replace(self._token, "***")
         return " ".join(text.split())[:300]
+
+
+def _failure_reason(text: str) -> str:
+    """A short, low-cardinality reason from Locust's error text: the exception's message, cut."""
+    for wrapper in ("CatchResponseError(", "HTTPError(", "CheckFailed("):
+        if text.startswith(wrapper) and text.endswith(")"):
+            text = text[len(wrapper):-1].strip("'\"")
+            break
+    text = " ".join(text.split())
+    return text[:MAX_REASON_LENGTH] or "unknown"
 
 
 def install(environment, config: "InfluxConfig", token: Optional[str], run_id: str,
