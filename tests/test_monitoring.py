@@ -538,3 +538,23 @@ def test_every_prometheus_panel_query_returns_data_and_p95_agrees_with_locust(ta
     low, high = _bucket_of(locust_p95)
     assert low <= streamed <= high, (streamed, locust_p95)
     assert run.env.stats.total.max_response_time > 2 * locust_p95 / 3  # latencies really spread over buckets
+
+
+def test_users_per_class_on_a_master_are_the_workers_reports():
+    from locust.runners import STATE_RUNNING, WorkerNode
+
+    env = Environment(user_classes=[ShopUser, BuyerUser], host="http://127.0.0.1:1")
+    runner = env.create_master_runner("127.0.0.1", free_port())
+    try:
+        for worker_id, counts in (("w1", {"ShopUser": 3, "BuyerUser": 1}), ("w2", {"ShopUser": 2, "BuyerUser": 4})):
+            node = WorkerNode(worker_id, state=STATE_RUNNING)
+            node.user_classes_count = counts
+            runner.clients[worker_id] = node
+        monitor = monitoring.Monitor(env, influx_config("http://127.0.0.1:1"), TOKEN, "r")
+        monitor._sample()
+        users = {_parse_line(line)[1]["user_class"]: line.split(" users=")[1].split("i")[0]
+                 for line in monitor._buffer if line.startswith("locust_users,")}
+        assert users == {"ShopUser": "5", "BuyerUser": "5"}
+    finally:
+        runner.clients.clear()
+        runner.quit()

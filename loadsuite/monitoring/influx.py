@@ -287,7 +287,10 @@ class Monitor:
         run_fields["users"] = runner.user_count if runner is not None else 0
         self._push(_line(self._m_run, self._base_tags, run_fields, ts))
         if runner is not None:
-            for user_class, users in sorted(runner.user_classes_count.items()):
+            # A master's own user_classes_count is all zeros: its workers run the users and report them.
+            per_class = getattr(runner, "reported_user_classes_count", None)
+            per_class = runner.user_classes_count if per_class is None else per_class
+            for user_class, users in sorted(per_class.items()):
                 self._push(f"{self._m_users}{self._base_tags},user_class={_escape_key(user_class)} "
                            f"users={int(users)}i {ts}")
         if self._custom_stats is not None:
