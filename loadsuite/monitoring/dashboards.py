@@ -55,7 +55,8 @@ def _flux_quantile(q: float, by_name: bool = False, whole_range: bool = False) -
     after = '["_time", "name"]' if by_name else '["_time"]'
     return _flux_from("locust_latency", "bucket", (
         f"\n  |> group(columns: {group})\n  {window}"
-        '\n  |> map(fn: (r) => ({r with le: if r.le == "+Inf" then float(v: "+Inf") else float(v: r.le)}))'
+        '\n  |> map(fn: (r) => ({r with _value: float(v: r._value),'
+        ' le: if r.le == "+Inf" then float(v: "+Inf") else float(v: r.le)}))'
         f"\n  |> group(columns: {after})"
         f'\n  |> histogramQuantile(quantile: {q}, countColumn: "_value", upperBoundColumn: "le", valueColumn: "_value")'
         + ('\n  |> group(columns: ["name"])' if by_name else f'\n  |> group()\n  |> set(key: "_field", value: "p{int(q * 100)}")')))
@@ -83,7 +84,8 @@ def _per_second(metric: str, by: str = "") -> str:
 PANELS: tuple[Panel, ...] = (
     Panel("Active users", "timeseries", "short", (
         Target("all users", f"sum(locust_run_users{{{RUN}}})",
-               _flux_from("locust_run", "users", '\n  |> group()\n  |> aggregateWindow(every: v.windowPeriod, fn: last, createEmpty: false)')),
+               _flux_from("locust_run", "users", '\n  |> aggregateWindow(every: v.windowPeriod, fn: last, createEmpty: false)'
+                          '\n  |> group(columns: ["_time"])\n  |> sum()\n  |> group()\n  |> set(key: "_field", value: "all users")')),
         Target("{{user_class}}", f"sum by (user_class) (locust_users_users{{{RUN}}})",
                _flux_from("locust_users", "users", '\n  |> group(columns: ["user_class"])\n  |> aggregateWindow(every: v.windowPeriod, fn: last, createEmpty: false)')),
     )),

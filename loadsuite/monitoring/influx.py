@@ -309,6 +309,8 @@ class Monitor:
 
     def _push_histogram(self, tags: str, times: dict[int, int], ts: int) -> None:
         """One cumulative bucket count per boundary (and +Inf) of this interval's response times."""
+        # Lines by hand, not influxdb_client.Point: measured 66 us a point with Point (tags, field, time,
+        # to_line_protocol) against 1 us for this f-string; ~600 points a sample for the suite's request names.
         counts = [0] * (len(LATENCY_BUCKETS_MS) + 1)
         for response_time, count in times.items():
             counts[bisect_left(LATENCY_BUCKETS_MS, response_time)] += count
@@ -325,7 +327,8 @@ class Monitor:
         errors = self.environment.stats.errors
         current = self._error_counts()
         for key, occurrences in current.items():
-            grown = occurrences - self._prev_errors.get(key, 0)
+            before = self._prev_errors.get(key, 0)
+            grown = occurrences - (before if before <= occurrences else 0)  # smaller: the stats were reset
             if grown <= 0:
                 continue
             error = errors.get(key)
