@@ -558,3 +558,20 @@ def test_users_per_class_on_a_master_are_the_workers_reports():
     finally:
         runner.clients.clear()
         runner.quit()
+
+
+def test_installing_the_monitor_imports_neither_influxdb_client_nor_numpy_and_starts_no_thread():
+    # influxdb-client (and NumPy, which it imports when installed) cost the generator about 4 % of its
+    # requests per CPU-second for the whole run (bench/bench_monitoring.py): the writer uses urllib3.
+    code = ("import locust, os, sys\n"
+            "from locust.env import Environment\n"
+            "import monitoring\n"
+            "from loadsuite.config import InfluxConfig\n"
+            "env = Environment(user_classes=[], host='http://127.0.0.1:1')\n"
+            "env.create_local_runner()\n"
+            "monitor = monitoring.install(env, InfluxConfig(enabled=True, url='http://127.0.0.1:1'), 't', 'r')\n"
+            "assert monitor is not None and monitor._http is not None\n"
+            "print('numpy' in sys.modules, 'influxdb_client' in sys.modules, len(os.listdir('/proc/self/task')))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False", "1"]
