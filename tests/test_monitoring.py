@@ -499,8 +499,8 @@ def test_every_prometheus_panel_query_returns_data_and_p95_agrees_with_locust(ta
     RUN_STATS.reset()
     seconds = 6.0
     started = time.time()
-    run = run_locust(target.url, influx_config(victoria_metrics.url, flush_interval_seconds=1.0), seconds,
-                     custom_stats=RUN_STATS.snapshot, user_classes=(BuyerUser, ShopUser))
+    run = run_locust(target.url, influx_config(victoria_metrics.url, flush_interval_seconds=1.0, status_codes=True),
+                     seconds, custom_stats=RUN_STATS.snapshot, user_classes=(BuyerUser, ShopUser))
     end = time.time() + 1
     assert run.monitor.stats()["points_dropped"] == 0
     exported_points(victoria_metrics, run.monitor.stats()["points_written"])  # wait until all are readable
@@ -534,6 +534,10 @@ def test_every_prometheus_panel_query_returns_data_and_p95_agrees_with_locust(ta
     whole_run = next(p for p in board["panels"] if p["type"] == "stat")["targets"][0]["expr"]
     streamed = float(victoria_metrics.query("/api/v1/query", query=_promql(whole_run, range_s),
                                             time=f"{end:.3f}")[0]["value"][1])
+    statuses = victoria_metrics.query("/api/v1/query", time=f"{end:.3f}", query=_promql(
+        'sum by (status) (sum_over_time(locust_responses_count{run_id=~"$run_id"}[$__range]))', range_s))
+    assert {s["metric"]["status"]: int(s["value"][1]) for s in statuses} == {
+        "200": run.requests() - run.requests(FAIL_NAME), "500": run.requests(FAIL_NAME)}
     locust_p95 = run.env.stats.total.get_response_time_percentile(0.95)
     low, high = _bucket_of(locust_p95)
     assert low <= streamed <= high, (streamed, locust_p95)
