@@ -579,3 +579,19 @@ def test_installing_the_monitor_imports_neither_influxdb_client_nor_numpy_and_st
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "False", "1"]
+
+
+def test_failure_reasons_are_short_and_their_number_is_bounded():
+    env = Environment(user_classes=[ShopUser], host="http://127.0.0.1:1")
+    monitor = monitoring.Monitor(env, influx_config("http://127.0.0.1:1"), TOKEN, "r")
+    env.stats.log_error("GET", "Get_Fail", "CatchResponseError('status: expected 200, saw 500')")
+    for i in range(monitoring.MAX_REASONS + 50):
+        env.stats.log_error("GET", "Get_Product_Details", f"ConnectionResetError(104, 'reset {i}' {'x' * 300})")
+    monitor._sample()
+    reasons = [re.sub(r"\\(.)", r"\1", _parse_line(line)[1]["reason"])  # tag values, unescaped
+               for line in monitor._buffer if line.startswith("locust_failures,")]
+    assert len(reasons) == monitoring.MAX_REASONS + 51
+    assert "status: expected 200, saw 500" in reasons
+    assert len(set(reasons)) == monitoring.MAX_REASONS + 1 and reasons.count("(other)") == 51
+    assert max(len(reason) for reason in reasons) <= monitoring.MAX_REASON_LENGTH
+    assert len(monitor._reasons) == monitoring.MAX_REASONS

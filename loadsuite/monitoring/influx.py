@@ -350,8 +350,9 @@ class Monitor:
         text = error if isinstance(error, str) else repr(error)
         tag = self._reasons.get(text)
         if tag is None:
-            reason = _failure_reason(text) if len(self._reasons) < MAX_REASONS else "(other)"
-            tag = f",reason={_escape_key(reason)}"
+            if len(self._reasons) >= MAX_REASONS:  # the cache (and the tag's cardinality) stays bounded
+                return ",reason=(other)"
+            tag = f",reason={_escape_key(_failure_reason(text))}"
             self._reasons[text] = tag
         return tag
 
