@@ -595,3 +595,35 @@ def test_failure_reasons_are_short_and_their_number_is_bounded():
     assert len(set(reasons)) == monitoring.MAX_REASONS + 1 and reasons.count("(other)") == 51
     assert max(len(reason) for reason in reasons) <= monitoring.MAX_REASON_LENGTH
     assert len(monitor._reasons) == monitoring.MAX_REASONS
+
+
+@pytest.mark.e2e
+def test_the_suite_with_the_compose_monitoring_config_streams_what_the_dashboards_read(tmp_path, victoria_metrics):
+    """./run_tests.sh with grafana/config.monitoring.yaml (its URL pointed here): the real locustfile's series."""
+    import yaml
+    from loadsuite.names import USER_TYPES
+    from suite_runs import run_suite, write_config
+
+    data = yaml.safe_load((ROOT / "grafana" / "config.monitoring.yaml").read_text())
+    data["monitoring"]["influxdb"].update(url=victoria_metrics.url, flush_interval_seconds=1.0)
+    data["wait_time"] = {"min_seconds": 0.05, "max_seconds": 0.2}
+    config = write_config(tmp_path / "cfg", data)
+    run = run_suite("headless", "6", "5", "--config", str(config), results_root=tmp_path / "results", timeout=120)
+    summary = run.summary()
+    assert run.returncode in (0, 1), run.explain()  # the verdict is not this test's concern; the stream is
+    assert summary["monitoring"]["points_dropped"] == 0 and summary["monitoring"]["write_errors"] == 0
+    run_id = summary["run_id"]
+    exported_points(victoria_metrics, summary["monitoring"]["points_written"])
+    selector = f'run_id="{run_id}"'
+    total = victoria_metrics.query("/api/v1/query", time=f"{time.time():.3f}", query=(
+        f'sum(sum_over_time(locust_latency_bucket{{{selector}, le="+Inf"}}[10m]))'))
+    assert int(float(total[0]["value"][1])) == summary["totals"]["requests"]
+    classes = victoria_metrics.query("/api/v1/label/user_class/values", **{"match[]": f"locust_users_users{{{selector}}}"})
+    assert classes and set(classes) <= set(USER_TYPES)
+    names = victoria_metrics.query("/api/v1/label/name/values", **{"match[]": f"locust_latency_bucket{{{selector}}}"})
+    assert set(names) == {name for name, row in run.stats().items() if name != "Aggregated" and row["Request Count"]}
+    assert victoria_metrics.query("/api/v1/query", time=f"{time.time():.3f}",
+                                  query=f"max_over_time(locust_custom_purchases{{{selector}}}[10m])")
+    events = victoria_metrics.export(f'{{__name__="locust_events_value", {selector}}}')
+    assert sorted(s["metric"]["event"] for s in events) == ["end", "start"]
+    assert all(run_id in s["metric"]["message"] for s in events)
