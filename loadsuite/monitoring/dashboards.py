@@ -35,7 +35,7 @@ class Target:
 @dataclass(frozen=True)
 class Panel:
     title: str
-    kind: str  # timeseries | stat | barchart-like table (bargauge)
+    kind: str  # Grafana panel type: timeseries, stat or bargauge
     unit: str
     targets: tuple[Target, ...]
     slo_lines: bool = False
