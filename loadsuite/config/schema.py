@@ -180,6 +180,7 @@ class InfluxConfig(_Section):
     write_timeout_seconds: float = Field(2.0, gt=0)
     mode: Literal["aggregate", "raw"] = "aggregate"
     test_name: str = "product-service"
+    status_codes: bool = False
 
 
 class MonitoringConfig(_Section):
