@@ -25,7 +25,7 @@ ensure_python() {
     if [ "${USE_SYSTEM_PYTHON:-0}" = "1" ]; then PY="${PYTHON:-python3}"; return; fi
     local venv="$ROOT/.venv" stamp="$ROOT/.venv/.installed-$(basename "$requirements")"
     local want; want="$(cat requirements.txt "$requirements" | sha256sum | cut -d' ' -f1)"
-    # issue 16: the first run says what it does, step by step, and shows pip's own progress (stderr).
+    # The first run says what it does, step by step, and shows pip's own progress (stderr).
     if [ ! -x "$venv/bin/python" ]; then
         echo "run_tests.sh: [1/2] creating .venv with ${PYTHON:-python3} (first run only)" >&2
         "${PYTHON:-python3}" -m venv "$venv" || die "cannot create .venv: install python3-venv (Debian: apt-get install python3-venv)"
@@ -35,6 +35,10 @@ ensure_python() {
         "$venv/bin/python" -m pip install --disable-pip-version-check -r "$requirements" >&2 \
             || die "pip install -r $requirements failed: check the network to the package index and retry"
         echo "$want" > "$stamp"
+        if [ "$requirements" != requirements.txt ] && grep -qx -- '-r requirements.txt' "$requirements"; then
+            # It installed requirements.txt too: a later headless run (the tests start many) has nothing to do.
+            cat requirements.txt requirements.txt | sha256sum | cut -d' ' -f1 > "$venv/.installed-requirements.txt"
+        fi
         echo "run_tests.sh: .venv ready; later runs skip this while $requirements is unchanged" >&2
     fi
     PY="$venv/bin/python"
