@@ -16,8 +16,7 @@ from typing import Any
 
 from locust.runners import MasterRunner, WorkerRunner
 
-from .. import oracle
-from ..openmodel import latency_correction, pacing
+from .. import openmodel, oracle
 from ..reporting import verdict
 from .custom_stats import STATS
 from .run import SuiteRun
@@ -86,8 +85,7 @@ def build_summary(run: SuiteRun, environment, consistency: dict[str, Any], custo
         "custom_stats": custom,
         "thresholds": verdict.threshold_dicts(thresholds),
         "consistency": consistency,
-        "open_model": pacing.achieved_vs_target(environment),
-        "corrected_latency": latency_correction.summary(environment),
+        "open_model": openmodel.summary(environment),
         "monitoring": run.monitor.stats() if run.monitor is not None else None,
         "verdict": decision,
     }
