@@ -25,7 +25,6 @@ from typing import Any
 
 import gevent
 from gevent import GreenletExit
-from gevent.event import Event
 from gevent.pool import Group
 from gevent.queue import Queue
 from locust.exception import RescheduleTask, RescheduleTaskImmediately, StopTest, StopUser
@@ -34,10 +33,12 @@ from locust.user.task import LOCUST_STATE_RUNNING, LOCUST_STATE_STOPPING, LOCUST
 
 from ..config import LoadShapeConfig
 from .rate import RATE_MESSAGE, SAMPLE_SECONDS, TargetRate
-from .schedule import Admission, ArrivalSchedule
+from .schedule import Admission, ArrivalSchedule, plan
 
 logger = logging.getLogger(__name__)
 
+IDLE_POLL_SECONDS = 0.1  # the longest the scheduler sleeps, so a new rate applies within it
+LOOKAHEAD_SECONDS = 0.1  # starts are handed to idle slots this far ahead (they sleep until them)
 REPORT_KEY = "open_model"  # worker -> master: Admission.drain() in every stats report
 
 _executors: "weakref.WeakKeyDictionary[Any, ArrivalRateExecutor]" = weakref.WeakKeyDictionary()
@@ -78,7 +79,6 @@ class ArrivalRateExecutor:
         self._share: tuple[float | None, int] | None = None  # on a worker: (rate, bound) from the master
         self._queue: Queue = Queue()  # intended starts handed to idle slots (never more than are waiting)
         self._idle = 0  # slots waiting for a start minus starts queued for them
-        self._wake = Event()
         self._extras = Group()
         self._scheduler: gevent.Greenlet | None = None
         self._sampler: gevent.Greenlet | None = None
@@ -158,38 +158,33 @@ class ArrivalRateExecutor:
         self.admission.bound = bound
         if rate != self.schedule.rate:
             self.schedule.set_rate(rate, self._clock())
-            self._wake.set()
 
     # The scheduler and the slots ---------------------------------------------------------------------
 
     def _run_schedule(self) -> None:
-        """Hand out every start that is due, then sleep until the next one (or a rate change)."""
-        clock, wake = self._clock, self._wake
+        """Plan (schedule.plan), hand the starts to slots, sleep until the next plan; a rate change is seen
+        within IDLE_POLL_SECONDS. Starts are handed out up to LOOKAHEAD_SECONDS early: a slot sleeps until
+        its own start, so the scheduler wakes a few times a second instead of once per start (a wake-up
+        and a hand-over per start cost 16 % more CPU per request than the closed model here)."""
+        clock, queue = self._clock, self._queue
         while True:
             now = clock()
-            schedule, admission = self.schedule, self.admission
-            intended = schedule.pop_due(now)
-            while intended is not None:
-                if admission.admit():
-                    self._hand_out(intended)
-                elif not self._warned:
-                    self._warned = True
-                    logger.warning("open model: %d task runs in flight (load_shape.max_in_flight): "
-                                   "iterations due now are dropped and counted", admission.bound)
-                intended = schedule.pop_due(now)
-            due = schedule.next_due
-            wake.clear()
-            wake.wait(None if due is None else max(0.0, due - clock()))
+            to_idle, to_new, wake_at = plan(self.schedule, self.admission, now, self._idle, LOOKAHEAD_SECONDS)
+            for intended in to_idle:
+                self._idle -= 1
+                queue.put(intended)
+            for intended in to_new:
+                cls = random.choices(self._classes, self._weights)[0]
+                self._extras.spawn(self.serve, cls(self.environment), intended)
+            if self.admission.dropped and not self._warned:
+                self._warned = True
+                logger.warning("open model: %d task runs in flight (load_shape.max_in_flight): "
+                               "iterations due now are dropped and counted", self.admission.bound)
+            gevent.sleep(IDLE_POLL_SECONDS if wake_at is None else min(IDLE_POLL_SECONDS, max(0.0, wake_at - clock())))
 
-    def _hand_out(self, intended: float) -> None:
-        if self._idle <= 0:
-            cls = random.choices(self._classes, self._weights)[0]
-            self._extras.spawn(self.serve, cls(self.environment))
-        self._idle -= 1
-        self._queue.put(intended)
-
-    def serve(self, user) -> None:
-        """Run `user` as a slot: one task of its mix per intended start (Locust's TaskSet.run error rules)."""
+    def serve(self, user, first: float | None = None) -> None:
+        """Run `user` as a slot: one task of its mix per start handed to it (`first`: its first start),
+        with Locust's TaskSet.run rules for errors and stopping."""
         client = getattr(user, "client", None)
         hook = getattr(client, "request_event", None)
         late = LateRequestEvent(hook)
@@ -210,15 +205,26 @@ class ArrivalRateExecutor:
                 if user._state == LOCUST_STATE_STOPPING:
                     raise StopUser()
                 user._state = LOCUST_STATE_WAITING
-                self._idle += 1
+                intended, first = first, None
+                if intended is None:
+                    self._idle += 1
+                    try:
+                        intended = queue.get()
+                    except BaseException:
+                        self._idle -= 1
+                        raise
+                admission = self.admission
                 try:
-                    intended = queue.get()
-                except BaseException:
-                    self._idle -= 1
+                    delay = intended - clock()
+                    if delay > 0:
+                        gevent.sleep(delay)
+                except BaseException:  # stopped before its start: never started, never silently lost
+                    admission.finished()
+                    if self._scheduler is not None:
+                        admission.dropped += 1
                     raise
                 user._state = LOCUST_STATE_RUNNING
                 late.late_s = late_s = clock() - intended
-                admission = self.admission
                 admission.started(late_s)
                 try:
                     taskset.execute_task(taskset.get_next_task())

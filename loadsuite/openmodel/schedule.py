@@ -3,6 +3,8 @@
 `ArrivalSchedule` says when iterations are due (one every 1/rate seconds, the rate may change);
 `Admission` decides whether a due iteration may start (at most `bound` in flight; the rest are dropped
 and counted, like k6's dropped_iterations) and keeps the counts and the start lateness the reports show.
+`plan` hands starts to slots a little ahead of time, so an idle slot sleeps until its own start (one
+wake-up per iteration, as in the closed model) and the scheduler wakes a few times a second, not per start.
 """
 from __future__ import annotations
 
@@ -50,19 +52,17 @@ class ArrivalSchedule:
 class Admission:
     """The bound on concurrent iterations and the counts: scheduled, started, dropped, start lateness."""
 
-    __slots__ = ("bound", "in_flight", "peak_in_flight", "scheduled", "dropped", "lateness")
+    __slots__ = ("bound", "in_flight", "peak_in_flight", "dropped", "lateness")
 
     def __init__(self, bound: int) -> None:
         self.bound = bound
         self.in_flight = 0
         self.peak_in_flight = 0
-        self.scheduled = 0
         self.dropped = 0
         self.lateness: dict[int, int] = {}  # {rounded ms (Locust's buckets, ~300 keys at most): count}
 
     def admit(self) -> bool:
         """One iteration is due: True if it may start, False (and counted as dropped) at the bound."""
-        self.scheduled += 1
         if self.in_flight >= self.bound:
             self.dropped += 1
             return False
@@ -77,17 +77,23 @@ class Admission:
         self.lateness[bucket] = self.lateness.get(bucket, 0) + 1
 
     def finished(self) -> None:
+        """An admitted iteration ended (or its slot was stopped before it started)."""
         self.in_flight -= 1
 
     @property
     def started_count(self) -> int:
         return sum(self.lateness.values())
 
+    @property
+    def scheduled(self) -> int:
+        """Iterations whose start came: started or dropped (one handed out early but not yet due is neither)."""
+        return self.started_count + self.dropped
+
     def drain(self) -> dict:
         """The counts since the last drain (msgpack-safe), for a worker's report to the master."""
-        out = {"scheduled": self.scheduled, "dropped": self.dropped, "peak_in_flight": self.peak_in_flight,
+        out = {"dropped": self.dropped, "peak_in_flight": self.peak_in_flight,
                "lateness": [[bucket, count] for bucket, count in self.lateness.items()]}
-        self.scheduled = self.dropped = 0
+        self.dropped = 0
         self.lateness = {}
         return out
 
@@ -95,10 +101,9 @@ class Admission:
         """Add a worker's drain(); malformed parts are ignored rather than raised."""
         if not isinstance(report, dict):
             return
-        for key in ("scheduled", "dropped"):
-            value = report.get(key)
-            if type(value) is int and value >= 0:
-                setattr(self, key, getattr(self, key) + value)
+        dropped = report.get("dropped")
+        if type(dropped) is int and dropped >= 0:
+            self.dropped += dropped
         peak = report.get("peak_in_flight")
         if type(peak) is int:
             self.peak_in_flight = max(self.peak_in_flight, peak)
@@ -114,3 +119,27 @@ class Admission:
         return {"p50": calculate_response_time_percentile(self.lateness, count, 0.5),
                 "p99": calculate_response_time_percentile(self.lateness, count, 0.99),
                 "max": max(self.lateness)}
+
+
+def plan(schedule: ArrivalSchedule, admission: Admission, now: float, idle: int, lookahead: float
+         ) -> tuple[list[float], list[float], float | None]:
+    """The starts to hand out at `now`: (to idle slots, to new slots, when to plan again or None).
+
+    A start within `lookahead` goes to an idle slot, which sleeps until it. A start that is due with no
+    idle slot gets a new slot while fewer than `admission.bound` are in flight, else it is dropped. A
+    start not yet due with no idle slot (or at the bound) waits: plan again when it is due.
+    """
+    to_idle: list[float] = []
+    to_new: list[float] = []
+    while True:
+        due = schedule.next_due
+        if due is None:
+            return to_idle, to_new, None
+        if due >= now + lookahead:  # plan again when it nears, at most every lookahead / 2
+            return to_idle, to_new, max(due - lookahead, now + lookahead / 2)
+        slot_free = idle > len(to_idle)
+        if due > now and (not slot_free or admission.in_flight >= admission.bound):
+            return to_idle, to_new, due
+        schedule.pop_due(due)
+        if admission.admit():
+            (to_idle if slot_free else to_new).append(due)
