@@ -125,9 +125,10 @@ def plan(schedule: ArrivalSchedule, admission: Admission, now: float, idle: int,
          ) -> tuple[list[float], list[float], float | None]:
     """The starts to hand out at `now`: (to idle slots, to new slots, when to plan again or None).
 
-    A start within `lookahead` goes to an idle slot, which sleeps until it. A start that is due with no
-    idle slot gets a new slot while fewer than `admission.bound` are in flight, else it is dropped. A
-    start not yet due with no idle slot (or at the bound) waits: plan again when it is due.
+    A start within `lookahead` goes to an idle slot, else to a new slot, while fewer than `admission.bound`
+    are in flight (handed out or running); the slot sleeps until its start. So the slots grow to about
+    rate x (lookahead + task time) and planning every lookahead / 2 suffices. At the bound a start waits
+    until it is due (plan again then) and is dropped if the bound is still reached.
     """
     to_idle: list[float] = []
     to_new: list[float] = []
@@ -137,9 +138,8 @@ def plan(schedule: ArrivalSchedule, admission: Admission, now: float, idle: int,
             return to_idle, to_new, None
         if due >= now + lookahead:  # plan again when it nears, at most every lookahead / 2
             return to_idle, to_new, max(due - lookahead, now + lookahead / 2)
-        slot_free = idle > len(to_idle)
-        if due > now and (not slot_free or admission.in_flight >= admission.bound):
+        if due > now and admission.in_flight >= admission.bound:
             return to_idle, to_new, due
         schedule.pop_due(due)
         if admission.admit():
-            (to_idle if slot_free else to_new).append(due)
+            (to_idle if idle > len(to_idle) else to_new).append(due)
