@@ -223,6 +223,9 @@ class ArrivalRateExecutor:
                     if self._scheduler is not None:
                         admission.dropped += 1
                     raise
+                if self._scheduler is None:  # the test is stopping: a start handed out early is not begun
+                    admission.finished()
+                    raise StopUser()
                 user._state = LOCUST_STATE_RUNNING
                 late.late_s = late_s = clock() - intended
                 admission.started(late_s)
