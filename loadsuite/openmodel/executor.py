@@ -227,7 +227,7 @@ class ArrivalRateExecutor:
                     admission.finished()
                     raise StopUser()
                 user._state = LOCUST_STATE_RUNNING
-                late.late_s = late_s = clock() - intended
+                late.late_s = late_s = max(0.0, clock() - intended)  # a timer may fire a little early
                 admission.started(late_s)
                 try:
                     taskset.execute_task(taskset.get_next_task())
