@@ -191,6 +191,7 @@ def test_requests_keep_being_sent_while_the_service_is_frozen(tmp_path, product_
     assert all(start + rt / 1000 >= thawed_at - 0.05 for start, rt in during)  # answered only after SIGCONT
     open_model = summary["open_model"]
     assert open_model["dropped"] == 0 and open_model["started"] >= 0.99 * open_model["scheduled"] >= 700, open_model
+    assert summary["totals"]["failures"] == 0, summary["totals"]
     health = next(row for row in summary["endpoints"] if row["name"] == "Health_Check")
     assert health["p99_ms"] >= 700, health  # Locust's own statistics show the stall, no correction needed
     assert "Open model (arrival rate)" in output and "dropped 0" in output
@@ -211,5 +212,6 @@ def test_workers_share_the_staged_rate_and_the_master_reports_the_sum(tmp_path, 
     open_model = summary["open_model"]
     assert 30 <= open_model["target_rps"] <= 50, open_model  # time-weighted 20 and 60 over 4 s each: 40
     assert 0.8 * open_model["target_rps"] <= open_model["achieved_rps"] <= 1.2 * open_model["target_rps"], open_model
+    assert summary["totals"]["failures"] == 0, summary["totals"]  # workers' own users aim at the master's host
     in_flight_at_stop = open_model["started"] - summary["totals"]["requests"]  # cut off mid-request by the stop
     assert open_model["dropped"] == 0 and 0 <= in_flight_at_stop <= 4, (open_model, summary["totals"], done.stdout[-1500:])

@@ -32,12 +32,13 @@ from locust.runners import MasterRunner, WorkerRunner
 from locust.user.task import LOCUST_STATE_RUNNING, LOCUST_STATE_STOPPING, LOCUST_STATE_WAITING, DefaultTaskSet
 
 from ..config import LoadShapeConfig
+from ..names import CONTENTION_USER
 from .rate import RATE_MESSAGE, SAMPLE_SECONDS, TargetRate
 from .schedule import Admission, ArrivalSchedule, plan
 
 logger = logging.getLogger(__name__)
 
-IDLE_POLL_SECONDS = 0.1  # the longest the scheduler sleeps, so a new rate applies within it
+IDLE_POLL_SECONDS = 0.1  # how often the scheduler looks for a rate while none is set
 LOOKAHEAD_SECONDS = 0.2  # starts are handed to slots this far ahead (they sleep until them); plans every 0.1 s
 REPORT_KEY = "open_model"  # worker -> master: Admission.drain() in every stats report
 
@@ -82,8 +83,6 @@ class ArrivalRateExecutor:
         self._extras = Group()
         self._scheduler: gevent.Greenlet | None = None
         self._sampler: gevent.Greenlet | None = None
-        self._classes: list[type] = []
-        self._weights: list[float] = []
         self._warned = False
 
     # Roles -------------------------------------------------------------------------------------------
@@ -115,8 +114,9 @@ class ArrivalRateExecutor:
         self.admission = Admission(self.admission.bound)
         self._warned = False
         if self.schedules:
-            self._classes = list(environment.user_classes)
-            self._weights = [max(getattr(cls, "weight", 1), 0) or 1 for cls in self._classes]
+            for cls in environment.user_classes:  # as Locust's runner does before it spawns (a worker's host
+                if environment.host:               # comes from the master), for the users made here too
+                    cls.host = environment.host
             self.schedule = ArrivalSchedule()
             if self._scheduler is None or self._scheduler.dead:
                 self._scheduler = gevent.spawn(self._run_schedule)
@@ -162,10 +162,11 @@ class ArrivalRateExecutor:
     # The scheduler and the slots ---------------------------------------------------------------------
 
     def _run_schedule(self) -> None:
-        """Plan (schedule.plan), hand the starts to slots, sleep until the next plan; a rate change is seen
-        within IDLE_POLL_SECONDS. Starts are handed out up to LOOKAHEAD_SECONDS early: a slot sleeps until
-        its own start, so the scheduler wakes about 10 times a second instead of once per start (a wake-up
-        and a hand-over per start cost 16 % more CPU per request than the closed model here)."""
+        """Plan (schedule.plan), hand the starts to slots, sleep until the next plan (at most a second, so a
+        new rate applies within one; IDLE_POLL_SECONDS while no rate is set). Starts are handed out up to
+        LOOKAHEAD_SECONDS early and a slot sleeps until its own start, so the scheduler wakes about 10 times a
+        second instead of once per start (a wake-up and a hand-over per start cost 16 % more CPU per
+        request than the closed model here)."""
         clock, queue = self._clock, self._queue
         while True:
             now = clock()
@@ -174,13 +175,26 @@ class ArrivalRateExecutor:
                 self._idle -= 1
                 queue.put(intended)
             for intended in to_new:
-                cls = random.choices(self._classes, self._weights)[0]
-                self._extras.spawn(self.serve, cls(self.environment), intended)
+                self._extras.spawn(self.serve, self._new_user(), intended)
             if self.admission.dropped and not self._warned:
                 self._warned = True
                 logger.warning("open model: %d task runs in flight (load_shape.max_in_flight): "
                                "iterations due now are dropped and counted", self.admission.bound)
-            gevent.sleep(IDLE_POLL_SECONDS if wake_at is None else min(IDLE_POLL_SECONDS, max(0.0, wake_at - clock())))
+            gevent.sleep(IDLE_POLL_SECONDS if wake_at is None else min(SAMPLE_SECONDS, max(0.0, wake_at - clock())))
+
+    def _new_user(self):
+        """A user for one more slot: of the classes Locust runs in this process, in their proportions (a
+        process without users of its own: the run's classes that have tasks, by weight, not ContentionUser)."""
+        runner = self.environment.runner
+        running = {name: count for name, count in (getattr(runner, "user_classes_count", None) or {}).items() if count}
+        by_name = {cls.__name__: cls for cls in self.environment.user_classes}
+        if running:
+            classes = [by_name[name] for name in running if name in by_name]
+            weights = [running[cls.__name__] for cls in classes]
+        else:
+            classes = [cls for cls in by_name.values() if cls.tasks and cls.__name__ != CONTENTION_USER]
+            weights = [max(getattr(cls, "weight", 1), 1) for cls in classes]
+        return random.choices(classes, weights)[0](self.environment)
 
     def serve(self, user, first: float | None = None) -> None:
         """Run `user` as a slot: one task of its mix per start handed to it (`first`: its first start),
