@@ -10,7 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from locust.runners import MasterRunner, WorkerRunner
+from locust.runners import MasterRunner
 
 import custom_load_shape
 from loadsuite.openmodel import rate as rate_module
