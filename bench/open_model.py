@@ -40,8 +40,8 @@ CPU_WINDOW = ROOT / "bench" / "locustfiles" / "cpu_window.py"
 
 
 def find_vegeta() -> str:
-    path = shutil.which("vegeta") or next((p for p in (Path.home() / "go" / "bin" / "vegeta", Path("/root/go/bin/vegeta"))
-                                           if os.access(p, os.X_OK)), None)
+    home_bin = Path.home() / "go" / "bin" / "vegeta"  # where `go install` puts it
+    path = shutil.which("vegeta") or (home_bin if os.access(home_bin, os.X_OK) else None)
     if path is None:
         common.fail(f"vegeta not found; install it with: {VEGETA_INSTALL}")
     return str(path)
