@@ -1,10 +1,10 @@
 """Turn a Locust run folder into a table, charts and summary.md, or compare two runs for regressions.
 
 Usage:
-  python analyze_results.py RESULTS_DIR
+  .venv/bin/python analyze_results.py RESULTS_DIR
       Reads stats_stats.csv, stats_stats_history.csv, stats_failures.csv (and summary.json when
       present), prints the per-request table and writes chart_*.png and summary.md into RESULTS_DIR.
-  python analyze_results.py --compare BASELINE_DIR CURRENT_DIR [--tolerance 10%] [--out DIR]
+  .venv/bin/python analyze_results.py --compare BASELINE_DIR CURRENT_DIR [--tolerance 10%] [--out DIR]
       Compares p50/p95/p99, failure rate and requests/s per request name; writes compare.md and
       chart_compare.png into CURRENT_DIR (or --out) and exits 1 when a metric regressed beyond tolerance.
 
@@ -16,7 +16,10 @@ Regression rules (compare mode), each metric judged on its own:
                (absolute, default 1.0): relative change is meaningless near zero (0.1% -> 0.2% is "+100%").
   requests/s   regressed when it DROPPED by more than the tolerance (percent) AND by at least
                --min-delta-rps (default 1.0 req/s). Only meaningful between runs of the same load profile.
-Request names present (with at least one request) in only one run are listed, not compared.
+Request names present (with at least one request) in only one run are listed, not compared; a request
+with fewer than --min-samples requests (default 50) in either run is listed as not judged: its p95 is
+noise. When the two runs differ in peak users, shape, host, client, user classes or duration (from
+summary.json), a warning says the runs are not comparable.
 
 Exit codes: 0 ok (or no regression), 1 regression, 2 bad input or usage (one-line message, no traceback).
 """
@@ -53,6 +56,16 @@ def non_negative(text: str) -> float:
     return value
 
 
+def count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="analyze_results.py", description="Tables, charts and summary.md for a Locust run; --compare for "
@@ -70,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="allowed rise of the failure rate in percentage POINTS (default 1.0)")
     parser.add_argument("--min-delta-ms", type=non_negative, default=5.0,
                         help="latency changes smaller than this are never regressions (default 5)")
+    parser.add_argument("--min-samples", type=count, default=50,
+                        help="requests with fewer requests than this in either run are not judged (default 50)")
     parser.add_argument("--min-delta-rps", type=non_negative, default=1.0,
                         help="req/s drops smaller than this are never regressions (default 1.0)")
     return parser
@@ -90,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                 p99=args.tolerance if args.tolerance_p99 is None else args.tolerance_p99,
                 rps=args.tolerance if args.tolerance_rps is None else args.tolerance_rps,
                 failure_rate_points=args.tolerance_failure_rate,
-                min_delta_ms=args.min_delta_ms, min_delta_rps=args.min_delta_rps)
+                min_delta_ms=args.min_delta_ms, min_delta_rps=args.min_delta_rps, min_samples=args.min_samples)
             code, text = run_compare(args.compare[0], args.compare[1], tol, args.out)
             print(text)
             return code

@@ -19,15 +19,17 @@ from loadsuite.config import SuiteConfig, influxdb_token
 from loadsuite.runtime import end_of_run
 from loadsuite.runtime.attach import attach_listeners
 from loadsuite.runtime.custom_stats import STATS
-from loadsuite.runtime.run import SuiteRun, select_user_classes
+from loadsuite.runtime.run import SuiteRun, normalise_host, refuse_bad_locust_arguments, select_user_classes
 from loadsuite.webui import tab
 
 
 def register(events, config: SuiteConfig) -> SuiteRun:
     """Attach the suite's listeners to Locust's events (once per process); returns the run they share."""
+    events.init_command_line_parser.add_listener(_add_arguments)
+    refuse_bad_locust_arguments(config)  # `locust -f locustfile.py ...` is as strict as run_tests.sh
     run = SuiteRun(config)
     finish = partial(end_of_run.finish, run)
-    events.init_command_line_parser.add_listener(_add_arguments)
+    end_of_run.guard_locust_csv_writer()
     events.init.add_listener(lambda environment, **_kw: _on_init(run, environment))
     events.test_start.add_listener(run.on_test_start)  # before the oracle's: contention stock first
     events.spawning_complete.add_listener(run.on_spawning_complete)
@@ -48,6 +50,8 @@ def _on_init(run: SuiteRun, environment) -> None:
     """Build this process's parts now that the runner exists, and attach their listeners."""
     config = run.config
     run.watch_interrupts()
+    normalise_host(environment)
+    end_of_run.take_over_html_report(run, environment)
     select_user_classes(environment)
     pairs = openmodel.install(environment, config.load_shape)  # none without an open model
     if config.oracle.enabled:
@@ -58,6 +62,7 @@ def _on_init(run: SuiteRun, environment) -> None:
                                  custom_stats=STATS.snapshot)
     if run.monitor is not None:
         pairs += run.monitor.listeners()
+    pairs.append(("test_start", run.on_load_start))  # last: after the contention setup and the start snapshot
     attach_listeners(environment.events, pairs)
     # Locust arms the --run-time timer right after init; gevent's loop clock still reads the time the loop
     # last ran (before the locustfile import and these listeners), so the run would end that much early.

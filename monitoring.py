@@ -2,8 +2,9 @@
 
 Turn it on in config.yaml (`monitoring.influxdb.enabled: true`, url, org, bucket) with the token in the
 INFLUXDB_TOKEN environment variable; event_hooks.register() installs it at init. The machinery (buffer,
-sampler, writer, the series written) is in loadsuite/monitoring/influx.py; docs/monitoring.md lists the
-series and how to import the Grafana dashboards.
+sampler, writer, the series written, the latency histogram) is in loadsuite/monitoring/influx.py; the
+Grafana dashboards in grafana/ are built by loadsuite/monitoring/dashboards.py; docs/monitoring.md lists
+the series and how to point the suite at a store and import the dashboards.
 """
 from __future__ import annotations
 

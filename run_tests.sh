@@ -25,15 +25,17 @@ ensure_python() {
     if [ "${USE_SYSTEM_PYTHON:-0}" = "1" ]; then PY="${PYTHON:-python3}"; return; fi
     local venv="$ROOT/.venv" stamp="$ROOT/.venv/.installed-$(basename "$requirements")"
     local want; want="$(cat requirements.txt "$requirements" | sha256sum | cut -d' ' -f1)"
+    # issue 16: the first run says what it does, step by step, and shows pip's own progress (stderr).
     if [ ! -x "$venv/bin/python" ]; then
-        echo "run_tests.sh: creating .venv (first run)" >&2
+        echo "run_tests.sh: [1/2] creating .venv with ${PYTHON:-python3} (first run only)" >&2
         "${PYTHON:-python3}" -m venv "$venv" || die "cannot create .venv: install python3-venv (Debian: apt-get install python3-venv)"
     fi
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-        echo "run_tests.sh: installing $requirements into .venv" >&2
-        "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$requirements" \
+        echo "run_tests.sh: [2/2] installing $requirements into .venv (a few minutes the first time; pip's progress follows)" >&2
+        "$venv/bin/python" -m pip install --disable-pip-version-check -r "$requirements" >&2 \
             || die "pip install -r $requirements failed: check the network to the package index and retry"
         echo "$want" > "$stamp"
+        echo "run_tests.sh: .venv ready; later runs skip this while $requirements is unchanged" >&2
     fi
     PY="$venv/bin/python"
 }
@@ -52,21 +54,26 @@ PLAN="$("$PY" -m loadsuite.cli.run_args "$@")" || exit 2   # one line on stderr 
 eval "$PLAN"
 
 # --- processes we own, stopped whatever happens ----------------------------------------------------
-SERVICE_PID="" LOCUST_PID="" WORKER_PIDS=()
+SERVICE_PID="" LOCUST_PID="" WORKER_PIDS=() SIGNALS=0 GRACE=50
 STOP_TIMEOUT="${STOP_TIMEOUT:-10}"
-cleanup() {
+cleanup() {  # TERM to every process group we started, KILL after GRACE tenths of a second
     local pid
     for pid in "${WORKER_PIDS[@]}" $LOCUST_PID $SERVICE_PID; do
         kill -0 "$pid" 2>/dev/null || continue
         kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null   # the whole group: --processes forks
     done
     for pid in "${WORKER_PIDS[@]}" $LOCUST_PID $SERVICE_PID; do
-        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        for _ in $(seq 1 "$GRACE"); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -KILL -- "-$pid" 2>/dev/null; kill -KILL "$pid" 2>/dev/null
     done
     wait 2>/dev/null
 }
-on_signal() {  # Ctrl-C or SIGTERM: let Locust stop its users and write its reports, then clean up
+on_signal() {  # the first Ctrl-C/SIGTERM: Locust stops its users and writes its reports; the second: out at once
+    SIGNALS=$((SIGNALS + 1))
+    if [ "$SIGNALS" -gt 1 ]; then
+        echo "run_tests.sh: second interrupt: stopped at once; the results${RESULTS:+ in $RESULTS} may be incomplete" >&2
+        GRACE=0; trap - INT TERM; exit 130
+    fi
     [ -n "$LOCUST_PID" ] && kill -INT "$LOCUST_PID" 2>/dev/null
     return 0
 }
@@ -82,11 +89,12 @@ RESULTS_ROOT="${RESULTS_ROOT:-$ROOT/results}"
 RESULTS="$RESULTS_ROOT/$RUN_ID"
 if [ "$MODE" != "worker" ]; then
     n=1; while [ -e "$RESULTS" ]; do RESULTS="$RESULTS_ROOT/${RUN_ID}-$n"; n=$((n + 1)); done
-    mkdir -p "$RESULTS" || die "cannot create $RESULTS: check permissions or set RESULTS_ROOT"
-    ln -sfn "$(basename "$RESULTS")" "$RESULTS_ROOT/latest"
+    mkdir -p "$RESULTS" 2>/dev/null || die "results could not be written: cannot create $RESULTS: free space, fix permissions or set RESULTS_ROOT" 4
+    ln -sfn "$(basename "$RESULTS")" "$RESULTS_ROOT/latest" 2>/dev/null
     RUN_ID="$(basename "$RESULTS")"
 fi
 export RUN_ID
+export LOADSUITE_VERDICT_LAST=1   # this script prints the verdict block last, after Locust exits
 
 if [ "$MODE" = "worker" ]; then
     :
@@ -117,7 +125,7 @@ run_locust() {  # run Locust in the background so signals reach us, then wait fo
     LOCUST_PID=$!
     local code
     while :; do
-        wait "$LOCUST_PID"; code=$?
+        wait "$LOCUST_PID" 2>/dev/null; code=$?   # no "Killed" job line: the aftermath says it in one line
         kill -0 "$LOCUST_PID" 2>/dev/null || break
     done
     LOCUST_PID=""
@@ -152,10 +160,15 @@ case "$MODE" in
             "${LOCUST_EXTRA[@]}"; CODE=$? ;;
 esac
 
+# Locust killed or crashed, or its reports unwritable: summary.json and junit.xml still say what happened.
+[ "$MODE" != "worker" ] && [ "$MODE" != "ui" ] && { "$PY" -m loadsuite.cli.aftermath "$RESULTS" "$CODE"; CODE=$?; }
+
 if [ "$MODE" != "worker" ] && [ "$CODE" != "2" ] && [ "$ANALYSIS" = "1" ] \
     && [ "$(wc -l < "$RESULTS/stats_stats.csv" 2>/dev/null || echo 0)" -gt 1 ]; then
     "$PY" analyze_results.py "$RESULTS" > "$RESULTS/analysis.log" 2>&1 \
         || echo "run_tests.sh: the analysis failed (the run's own verdict stands): see $RESULTS/analysis.log" >&2
 fi
 [ "$MODE" != "worker" ] && echo "run_tests.sh: results in $RESULTS (exit code $CODE)" >&2
+# The verdict block is the last thing on screen (Locust prints its final table after our listeners).
+[ "$MODE" != "worker" ] && [ -f "$RESULTS/summary.json" ] && "$PY" -m loadsuite.cli.verdict "$RESULTS"
 exit "$CODE"

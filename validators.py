@@ -6,7 +6,7 @@ An `expect_*` call marks the request: `resp.success()` when the response is what
 promises (including expected business outcomes such as INSUFFICIENT_STOCK), otherwise
 `resp.failure("<check>: expected <what>, saw <what>")`. Locust groups failures by that text, so
 it never carries per-request values (product names, stock levels, timestamps). Every failure is
-also counted in run_stats.STATS; a check never raises out of a task.
+also counted in the custom stats (loadsuite/runtime/custom_stats.py); a check never raises out of a task.
 
 The small `check_*` functions (loadsuite/contract/checks.py) raise CheckFailed and compose into new `expect_*` calls.
 Hot path: one JSON parse per response at most (orjson when installed, the standard parser only when

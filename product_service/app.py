@@ -10,16 +10,20 @@ import asyncio
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_request import BaseRequest
 
 from . import payloads
 from .catalog import Product
-from .faults import Faults, unsafe_pause
+from .faults import Faults, RacyWrites
+from .hardening import BodyTimeout, Guard, GuardedServer, Limits, raw_response
 from .responses import (CORS_ORIGIN, DATABASE_ERROR_BODY, EMPTY_LIST_BODY, HEALTH_BODY, INTERNAL_ERROR_BODY,
-                        INVALID_BODY, MISSING_CATEGORY, RESOURCE_NOT_FOUND, STOCK_UPDATED_BODY, VALIDATION_ERROR,
-                        ApiError, insufficient_stock, json_response, product_not_found, success_body)
+                        INVALID_BODY, JSON_HEADERS, MISSING_CATEGORY, RESOURCE_NOT_FOUND, STOCK_UPDATED_BODY,
+                        TOO_MANY_CONNECTIONS, UNKNOWN_ERROR, VALIDATION_ERROR, ApiError, error_body, insufficient_stock,
+                        json_response, product_not_found, success_body)
 from .store import InsufficientStock, ProductNotFound, Store
 
 MAX_BODY = 65536
@@ -71,10 +75,15 @@ class ProductViews:
 class ProductService:
     """The HTTP surface: one `handle` coroutine for every request aiohttp parses."""
 
+    max_body = MAX_BODY
+    refusal = raw_response(503, "Service Unavailable", error_body(UNKNOWN_ERROR, TOO_MANY_CONNECTIONS),
+                           JSON_HEADERS)
+
     def __init__(self, store: Store, faults: Faults) -> None:
         self.store = store
         self.faults = faults
         self.views = ProductViews(store)
+        self.racy = RacyWrites()
         self.routes: dict[str, dict[str, Handler]] = {
             "/health": {"GET": self.health},
             "/products": {"GET": self.list_products},
@@ -112,6 +121,9 @@ class ProductService:
             log.exception("unexpected error on %s %s", request.method, path[:MAX_ECHOED_PATH])
             return json_response(INTERNAL_ERROR_BODY, 500)
 
+    def error_response(self, status: int, message: str) -> web.Response:
+        return json_response(envelope_for_status(status, message), status)
+
     async def health(self, request: BaseRequest) -> web.Response:
         return json_response(HEALTH_BODY)
 
@@ -140,6 +152,7 @@ class ProductService:
             self.store.set_stock(update.name, update.stock)
         except ProductNotFound:
             raise product_not_found(update.name) from None
+        self.racy.committed()
         return json_response(STOCK_UPDATED_BODY)
 
     async def buy(self, request: BaseRequest) -> web.Response:
@@ -153,19 +166,27 @@ class ProductService:
         return _bought(order, remaining)
 
     async def buy_unsafe(self, request: BaseRequest) -> web.Response:
-        """The Go service's buy: read, pause, check, blind write; concurrent buys lose updates."""
+        """The Go service's buy: read, check, blind write; a racy share overwrites a concurrent write (lost update)."""
         order = payloads.parse_buy(await _read_body(request))
         stock = self.store.read_stock(order.name)
         if stock is None:
             raise product_not_found(order.name)
-        await unsafe_pause()
         if order.quantity > stock:
             raise insufficient_stock(order.name, stock, order.quantity)
-        try:
-            self.store.set_stock(order.name, stock - order.quantity)
-        except ProductNotFound:
-            raise product_not_found(order.name) from None
-        return _bought(order, stock - order.quantity)
+        remaining = stock - order.quantity
+
+        def write() -> None:
+            try:
+                self.store.set_stock(order.name, remaining)
+            except ProductNotFound:
+                raise product_not_found(order.name) from None
+
+        if self.racy.is_racy():
+            await self.racy.after_next_write(write)
+        else:
+            write()
+            self.racy.committed()
+        return _bought(order, remaining)
 
 
 def _bought(order: payloads.BuyOrder, remaining: int) -> web.Response:
@@ -203,25 +224,48 @@ async def _read_body(request: BaseRequest) -> bytes:
     """
     length = request.content_length
     if length is not None and length > MAX_BODY:
-        raise _too_large()
+        raise too_large(MAX_BODY)
     if not request.headers.get("Content-Type", "").partition(";")[0].strip().lower().endswith("json"):
         raise INVALID_BODY
+    return await read_limited(request, MAX_BODY)
+
+
+async def read_limited(request: BaseRequest, limit: int) -> bytes:
+    """The body (the request's client_max_size is `limit`); a too slow or broken body is a 4xx, not a 500."""
     try:
         return await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise _too_large() from None
+        raise too_large(limit) from None
+    except BodyTimeout:
+        raise ApiError(408, VALIDATION_ERROR, "Request body not received in time", close=True) from None
+    except HttpProcessingError as exc:
+        raise ApiError(400, VALIDATION_ERROR, f"Malformed request body: {exc.message}"[:200], close=True) from None
 
 
-def _too_large() -> ApiError:
-    return ApiError(413, VALIDATION_ERROR, f"Request body too large (limit {MAX_BODY} bytes)")
+def too_large(limit: int) -> ApiError:
+    return ApiError(413, VALIDATION_ERROR, f"Request body too large (limit {limit} bytes)")
 
 
-def make_server(service: ProductService, *, access_log: bool) -> web.Server:
-    """aiohttp's low-level server around the service, with the body limit set on each request."""
+def envelope_for_status(status: int, message: str) -> bytes:
+    """The error body for an answer the HTTP layer decides (parser rejections, refusals)."""
+    return error_body(VALIDATION_ERROR if status < 500 else UNKNOWN_ERROR, message)
+
+
+def make_server(service: ProductService | Any, *, access_log: bool, limits: Limits) -> GuardedServer:
+    """aiohttp's low-level server around the service, with the service's body limit and the hostile-client guard."""
     loop = asyncio.get_running_loop()
+    max_body = service.max_body
 
     def request_factory(message, payload, protocol, writer, task) -> BaseRequest:  # type: ignore[no-untyped-def]
-        return BaseRequest(message, payload, protocol, writer, task, loop, client_max_size=MAX_BODY)
+        protocol.request_started(payload)
+        return BaseRequest(message, payload, protocol, writer, task, loop, client_max_size=max_body)
 
+    async def handle(request: BaseRequest) -> web.StreamResponse:
+        try:
+            return await service.handle(request)
+        finally:
+            request.protocol.request_finished()  # type: ignore[attr-defined]
+
+    guard = Guard(limits, service.error_response, service.refusal)
     kwargs: dict[str, object] = {} if access_log else {"access_log": None}
-    return web.Server(service.handle, request_factory=request_factory, **kwargs)
+    return GuardedServer(handle, guard=guard, request_factory=request_factory, **kwargs)

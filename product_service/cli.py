@@ -7,6 +7,7 @@ import errno
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -15,12 +16,15 @@ from typing import NoReturn
 
 from .catalog import DEFAULT_CATALOG, CatalogError, load_catalog
 from .faults import Faults, parse_error_rate, parse_latency
+from .hardening import ACCEPT_BURST, BODY_TIMEOUT_S, FD_MARGIN, HEADER_TIMEOUT_S, Limits
 from .store import StoreError, Store
 
 PROG = "product_service"
 DEFAULT_PORT = 8082
 SHUTDOWN_TIMEOUT_S = 10.0
+LISTEN_BACKLOG = 1024
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off", ""}
+PROFILES = ("contract", "go")
 
 
 class UsageError(Exception):
@@ -36,6 +40,8 @@ class Settings:
     reset: bool
     faults: Faults
     access_log: bool
+    profile: str = "contract"
+    limits: Limits = Limits()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,6 +64,26 @@ def _checked(parse, text: str):  # type: ignore[no-untyped-def]
         return parse(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 3600.0:
+        raise argparse.ArgumentTypeError(f"invalid timeout {text!r}: expected seconds 0..3600 (0 turns it off)")
+    return value
+
+
+def _connections(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid connection count {text!r}: expected an integer >= 1")
+    return value
 
 
 def default_db_path(environ: Mapping[str, str]) -> Path:
@@ -111,7 +137,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--error-rate", type=lambda t: _checked(parse_error_rate, t), default=0.0, metavar="R",
                         help="share of requests (all but /health) answered 500 UNKNOWN_ERROR, 0..1")
     parser.add_argument("--unsafe-buy", action="store_true",
-                        help="reproduce the Go service's lost-update buy (read, pause, blind write)")
+                        help="reproduce the Go service's lost-update buy: about 7%% of concurrent buys are lost")
+    parser.add_argument("--profile", choices=PROFILES, default=None,
+                        help="contract (default, or $PRODUCT_SERVICE_PROFILE): the exact HTTP contract; go: the real "
+                             "Go service as observed, defects included (lenient routing, 500 for 404/405, torn reads, "
+                             "lost updates, per-layer delays)")
+    parser.add_argument("--header-timeout", type=_seconds, default=HEADER_TIMEOUT_S, metavar="S",
+                        help=f"close a connection whose request head is not complete S seconds after its first byte "
+                             f"(default {HEADER_TIMEOUT_S:g}; 0 off)")
+    parser.add_argument("--body-timeout", type=_seconds, default=BODY_TIMEOUT_S, metavar="S",
+                        help=f"answer 408 when a request body is not complete S seconds after its head "
+                             f"(default {BODY_TIMEOUT_S:g}; 0 off)")
+    parser.add_argument("--max-connections", type=_connections, default=None, metavar="N",
+                        help=f"open connections at most (default: the open-file limit minus {FD_MARGIN}); at the cap "
+                             "a new connection replaces the oldest one still waiting for a request, else gets 503")
     parser.add_argument("--access-log", action="store_true", help="log every request to stderr (slower)")
     return parser
 
@@ -135,9 +174,32 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
         except ValueError:
             raise UsageError(f"SIMULATE_DELAY_MIN_MS={low:g} / SIMULATE_DELAY_MAX_MS={high:g}: "
                              "need 0 <= MIN <= MAX") from None
+    profile = args.profile
+    if profile is None:
+        profile = environ.get("PRODUCT_SERVICE_PROFILE", "").strip().lower() or "contract"
+        if profile not in PROFILES:
+            raise UsageError(f"PRODUCT_SERVICE_PROFILE={environ['PRODUCT_SERVICE_PROFILE']!r} is not a profile; "
+                             f"set it to {' or '.join(PROFILES)}")
     return Settings(host=args.host, port=port, db=args.db or default_db_path(environ), catalog=args.catalog,
                     reset=args.reset, faults=Faults(latency, args.error_rate, args.unsafe_buy),
-                    access_log=args.access_log)
+                    access_log=args.access_log, profile=profile,
+                    limits=Limits(args.header_timeout, args.body_timeout, args.max_connections))
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A bound, listening TCP socket for host:port (the first address the host resolves to)."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                         flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(LISTEN_BACKLOG)
+    except BaseException:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
 
 
 def _bind_error(settings: Settings, exc: OSError) -> UsageError:
@@ -155,22 +217,31 @@ async def serve(settings: Settings) -> int:
     from aiohttp import web  # imported here so that a bad flag is reported without waiting for aiohttp
 
     from .app import ProductService, make_server
+    from .go_profile import GoProductService
+    from .hardening import AcceptErrors
 
     try:
         store = Store.open(settings.db, load_catalog(settings.catalog), reset=settings.reset)
     except (StoreError, CatalogError) as exc:
         raise UsageError(str(exc)) from None
     loop = asyncio.get_running_loop()
+    accept_errors = AcceptErrors(loop)
+    loop.set_exception_handler(accept_errors)
     stopping = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
-    runner = web.ServerRunner(make_server(ProductService(store, settings.faults), access_log=settings.access_log),
-                              shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    service = (GoProductService if settings.profile == "go" else ProductService)(store, settings.faults)
+    server = make_server(service, access_log=settings.access_log, limits=settings.limits)
+    runner = web.ServerRunner(server, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    server.guard.start(loop)
     try:
         await runner.setup()
-        site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
         try:
-            await site.start()
+            sock = listening_socket(settings.host, settings.port)
+            # asyncio accepts up to `backlog` sockets per loop tick before any of them reaches the connection
+            # cap; a small burst keeps the file limit out of reach, and listen() again restores the kernel queue.
+            await web.SockSite(runner, sock, backlog=ACCEPT_BURST).start()
+            sock.listen(LISTEN_BACKLOG)
         except OSError as exc:
             raise _bind_error(settings, exc) from None
         port = runner.addresses[0][1]
@@ -178,8 +249,10 @@ async def serve(settings: Settings) -> int:
         print(f"listening on http://{host}:{port}", flush=True)
         await stopping.wait()
     finally:
+        server.guard.stop()
         await runner.cleanup()  # stops listening, lets in-flight requests finish, then closes connections
         store.close()
+        accept_errors.report()
     return 0
 
 

@@ -16,7 +16,7 @@ def _reject_constant(_: str) -> float:
     raise ValueError("NaN and Infinity are not JSON")  # Go's decoder rejects them too
 
 
-def _decode_object(body: bytes, fields: tuple[str, ...]) -> dict[str, object]:
+def decode_json(body: bytes, fields: tuple[str, ...]) -> dict[str, object]:
     """The known fields of a JSON object body; keys match case-insensitively as in Go's encoding/json."""
     try:
         # Go replaces invalid UTF-8 with U+FFFD rather than failing; decoding with "replace" matches it.
@@ -52,11 +52,11 @@ def _integer(value: object) -> int:
     return value
 
 
-def _name(value: object) -> str:
+def _name(value: object, max_name: int | None) -> str:
     name = _string(value)
     if not name:
         raise validation_failed("Name", "required")
-    if len(name) > MAX_NAME:
+    if max_name is not None and len(name) > max_name:
         raise validation_failed("Name", "max")
     return name
 
@@ -73,16 +73,21 @@ class BuyOrder:
     quantity: int
 
 
-def parse_details(body: bytes) -> str:
+DETAILS_FIELDS = ("name",)
+STOCK_FIELDS = ("name", "stock")
+BUY_FIELDS = ("name", "quantity")
+Fields = dict[str, object]
+
+
+def details_from(fields: Fields, max_name: int | None = MAX_NAME) -> str:
     """The product name of a details request (`validate:"required,max=256"`)."""
-    return _name(_decode_object(body, ("name",)).get("name"))
+    return _name(fields.get("name"), max_name)
 
 
-def parse_stock_update(body: bytes) -> StockUpdate:
+def stock_update_from(fields: Fields, max_name: int | None = MAX_NAME) -> StockUpdate:
     """`stock` is `validate:"required,gte=0"`: the zero value fails 'required', so stock 0 is rejected."""
-    fields = _decode_object(body, ("name", "stock"))
     stock = _integer(fields.get("stock"))  # type errors first: the Go parser fails before validation runs
-    name = _name(fields.get("name"))
+    name = _name(fields.get("name"), max_name)
     if stock == 0:
         raise validation_failed("Stock", "required")
     if stock < 0:
@@ -90,11 +95,10 @@ def parse_stock_update(body: bytes) -> StockUpdate:
     return StockUpdate(name, stock)
 
 
-def parse_buy(body: bytes) -> BuyOrder:
+def buy_from(fields: Fields, max_name: int | None = MAX_NAME) -> BuyOrder:
     """`quantity` is `validate:"required,gt=0"`: 0 fails 'required', a negative number fails 'gt'."""
-    fields = _decode_object(body, ("name", "quantity"))
     quantity = _integer(fields.get("quantity"))
-    name = _name(fields.get("name"))
+    name = _name(fields.get("name"), max_name)
     if quantity == 0:
         raise validation_failed("Quantity", "required")
     if quantity < 0:
@@ -102,3 +106,13 @@ def parse_buy(body: bytes) -> BuyOrder:
     return BuyOrder(name, quantity)
 
 
+def parse_details(body: bytes) -> str:
+    return details_from(decode_json(body, DETAILS_FIELDS))
+
+
+def parse_stock_update(body: bytes) -> StockUpdate:
+    return stock_update_from(decode_json(body, STOCK_FIELDS))
+
+
+def parse_buy(body: bytes) -> BuyOrder:
+    return buy_from(decode_json(body, BUY_FIELDS))

@@ -17,6 +17,7 @@ UNKNOWN_ERROR = "UNKNOWN_ERROR"
 
 INTERNAL_ERROR_MESSAGE = "An internal server error occurred."
 DATABASE_ERROR_MESSAGE = "A database error occurred."
+TOO_MANY_CONNECTIONS = "Too many open connections; retry shortly"
 
 
 def dumps(value: Any) -> bytes:
@@ -40,12 +41,16 @@ def json_response(body: bytes, status: int = 200, extra_headers: dict[str, str] 
 class ApiError(Exception):
     """An answer in the error envelope; raised by handlers, turned into a response by the dispatcher."""
 
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None, *,
+                 close: bool = False) -> None:
         super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers
+        self.status, self.code, self.message, self.headers, self.close = status, code, message, headers, close
 
     def response(self) -> web.Response:
-        return json_response(error_body(self.code, self.message), self.status, self.headers)
+        response = json_response(error_body(self.code, self.message), self.status, self.headers)
+        if self.close:
+            response.force_close()
+        return response
 
 
 HEALTH_BODY = b'{"status":"ok"}'

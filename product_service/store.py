@@ -122,6 +122,22 @@ class Store:
         row = self._conn.execute("SELECT stock FROM products WHERE name = ?", (name,)).fetchone()
         return row[0] if row else None
 
+    def stocks(self) -> dict[str, int]:
+        """Every product's stock: what a whole-file read of the Go service sees."""
+        return dict(self._conn.execute("SELECT name, stock FROM products"))
+
+    def write_stocks(self, stocks: dict[str, int]) -> None:
+        """Write every given stock in one transaction: the Go service's whole-file rewrite."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany("UPDATE products SET stock = ? WHERE name = ?", [(v, k) for k, v in stocks.items()])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self._local_writes += 1
+
     def set_stock(self, name: str, stock: int) -> None:
         """Overwrite the stock of one product (the PATCH, and the unsafe buy's blind write)."""
         cursor = self._conn.execute("UPDATE products SET stock = ? WHERE name = ?", (stock, name))

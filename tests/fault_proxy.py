@@ -32,7 +32,7 @@ import threading
 from collections import Counter
 from urllib.parse import parse_qs, urlsplit
 
-MODES = ("pass", "refuse", "stall", "slow", "reset", "html", "truncated", "cut", "error500")
+MODES = ("pass", "refuse", "stall", "slow", "reset", "html", "truncated", "cut", "error500", "trickle")
 MAX_HEAD = 65536
 
 HTML_PAGE = (b"<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head>"
@@ -103,13 +103,14 @@ class FaultProxy:
     """A fault-injecting HTTP proxy with its own event loop in a daemon thread."""
 
     def __init__(self, upstream_port: int, upstream_host: str = "127.0.0.1", port: int = 0,
-                 mode: str = "pass", delay_s: float = 2.0) -> None:
+                 mode: str = "pass", delay_s: float = 2.0, only_path: str | None = None) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
         self.upstream = (upstream_host, upstream_port)
         self.port = port
         self.mode = mode
         self.delay_s = delay_s
+        self.only_path = only_path  # faults only for request paths starting with this; the rest pass
         self.requests = Counter()  # mode -> requests seen while in that mode
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="fault-proxy", daemon=True)
@@ -206,6 +207,8 @@ class FaultProxy:
                 request_line, headers = _headers(head)
                 body = await _read_body(reader, headers)
                 mode = self.mode
+                if self.only_path is not None and not _path(request_line).startswith(self.only_path):
+                    mode = "pass" if mode != "refuse" else mode
                 self.requests[mode] += 1
                 if mode == "refuse":  # a request that raced the switch
                     _reset(transport)
@@ -229,7 +232,13 @@ class FaultProxy:
                     await asyncio.sleep(self.delay_s)
                 upstream = upstream or await self._connect_upstream()
                 answer, keep = await self._forward(upstream, head + body, request_line.split(" ", 1)[0])
-                writer.write(answer)
+                if mode == "trickle":  # the real answer, one byte every delay_s: every read succeeds, none ends
+                    for index in range(len(answer)):
+                        writer.write(answer[index:index + 1])
+                        await writer.drain()
+                        await asyncio.sleep(self.delay_s)
+                else:
+                    writer.write(answer)
                 await writer.drain()
                 if not keep:
                     upstream[1].close()
@@ -301,6 +310,11 @@ class FaultProxy:
         writer.write(_response(status, "application/json", json.dumps(answer).encode()))
         await writer.drain()
         writer.close()
+
+
+def _path(request_line: str) -> str:
+    parts = request_line.split(" ")
+    return parts[1] if len(parts) > 1 else ""
 
 
 def _reset(transport: asyncio.BaseTransport) -> None:

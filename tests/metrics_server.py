@@ -77,6 +77,13 @@ class VictoriaMetrics:
         body = _get(f"{self.url}/api/v1/export?{query}")
         return [json.loads(line) for line in body.decode().splitlines() if line.strip()]
 
+    def query(self, path: str, **params) -> list[dict]:
+        """The result list of a Prometheus-API query (/api/v1/query or query_range), bypassing VM's cache."""
+        _get(f"{self.url}/internal/force_flush")
+        body = json.loads(_get(f"{self.url}{path}?{urllib.parse.urlencode({**params, 'nocache': '1'})}"))
+        assert body["status"] == "success", body
+        return body["data"]["result"] if isinstance(body["data"], dict) else body["data"]
+
     def kill(self) -> None:
         """Die abruptly, as a crashed metrics server would."""
         if self.proc.poll() is None:
@@ -120,7 +127,7 @@ server.serve_forever()
 '''
 
 _TARGET = r'''
-import sys
+import asyncio, sys
 from aiohttp import web
 port = int(sys.argv[1])
 BODY = b'[{"name": "Laptop", "category": "Electronics", "price": 999.0, "stock": 10}]'
@@ -128,8 +135,12 @@ async def ok(request):
     return web.Response(body=BODY, content_type="application/json")
 async def fail(request):
     return web.json_response({"error": "boom"}, status=500)
+async def slow(request):
+    await asyncio.sleep(int(request.query.get("ms", "0")) / 1000)
+    return web.Response(body=BODY, content_type="application/json")
 app = web.Application()
 app.router.add_get("/products", ok)
+app.router.add_get("/slow", slow)
 app.router.add_get("/fail", fail)
 app.router.add_get("/health", ok)
 web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
@@ -161,7 +172,7 @@ def start_fake_metrics_server(mode: str = "slow", delay: float = 3.0) -> Process
 
 
 def start_target() -> Process:
-    """A fast JSON target: GET /products answers 200, GET /fail answers 500."""
+    """A JSON target: GET /products answers 200 at once, /slow?ms=N after N ms, GET /fail answers 500."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", _TARGET, str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -35,8 +35,9 @@ def stats_line(method: str, name: str, requests: int, failures: int = 0, p50: fl
                p99: float = 30, rps: float = 10.0) -> str:
     if requests == 0:  # what Locust writes for an entry without requests
         return f"{method},{name},0,0,0,0.0,0,0,0.0,0.0,0.0," + ",".join(["N/A"] * len(PERCENTS))
-    pct = [p50, p50, p50, p95, p95, p95, p99, p99, p99, p99, p99 + 5]
-    return (f"{method},{name},{requests},{failures},{p50},{p50 * 1.1},{p50 / 2},{p99 + 5},300.0,{rps},"
+    top = max(p50, p95, p99) + 5  # the maximum is never below a percentile (the one percentile rule clamps to it)
+    pct = [p50, p50, p50, p95, p95, p95, p99, p99, p99, p99, top]
+    return (f"{method},{name},{requests},{failures},{p50},{p50 * 1.1},{p50 / 2},{top},300.0,{rps},"
             f"{rps * failures / requests}," + ",".join(f"{v:g}" for v in pct))
 
 
@@ -200,7 +201,7 @@ def test_real_run_gets_readable_charts_and_a_markdown_summary(real_runs, tmp_pat
     tl, bin_s = results.timeline(run.history)
     assert bin_s == 1 and tl["rps"].dropna().gt(0).sum() >= 2
     assert len(rc.response_times_figure(tl, bin_s).axes) == 2  # percentiles + users axis
-    assert len(rc.throughput_figure(tl, bin_s).axes) == 1
+    assert len(rc.throughput_figure(tl, bin_s).axes) == 2  # rates + users axis
     assert len(rc.endpoint_percentiles_figure(run.endpoints).axes) == 1
     failures_fig = rc.failures_figure(run.failures)
     assert len(failures_fig.axes) == 1
@@ -399,7 +400,8 @@ def test_summary_md_shows_thresholds_oracle_and_custom_stats(tmp_path):
                         "violations": [{"product": "Cookbook: Global Cuisine", "kind": "lost_update",
                                         "message": "two buys saw remainingStock 7", "evidence": []}],
                         "dropped_records": 0},
-        "custom_stats": {"buys": {"succeeded": 40, "insufficient_stock": 3}, "cache_refreshes": 2},
+        "custom_stats": {"buys": {"succeeded": 40, "insufficient_stock": 3}, "cache_refreshes": 2,
+                         "validation_failures": {}},
         "verdict": {"passed": False, "exit_code": 1, "reasons": ["error_rate Buy_Product 0.2 > 0.01"]},
     }
     run_dir = basic_run(tmp_path / "run", summary=summary)
@@ -408,10 +410,11 @@ def test_summary_md_shows_thresholds_oracle_and_custom_stats(tmp_path):
     assert md.startswith("# Load test run 20261125T140000Z")
     assert "**Host:** http://127.0.0.1:8082" in md and "**Duration:** 1 h 02 min 05 s" in md
     assert "❌ failed (exit 1)" in md and "error_rate Buy_Product 0.2 > 0.01" in md
-    assert "| ✅ | p95_ms | total | 1000 | 25 |" in md
-    assert "| ❌ | error_rate | Buy_Product | 0.01 | 0.2 |" in md
+    assert "| ✅ | p95_ms | total | 1,000 ms | 25 ms |" in md  # the console's digits and units
+    assert "| ❌ | error_rate | Buy_Product | 1.00% | 20.00% |" in md  # rates as percentages everywhere
     assert "❌ **failed**: 20 products checked" in md and "lost_update" in md
     assert "| buys.succeeded | 40 |" in md and "| cache_refreshes | 2 |" in md
+    assert "| validation_failures | none |" in md and "{}" not in md  # empty stats never read as {}
 
 
 # ------------------------------------------------------------------------------------------ compare (crafted)
@@ -452,8 +455,8 @@ def test_compare_p95_regression_beyond_tolerance_exits_1(tmp_path):
 
 
 def test_compare_per_metric_tolerance_allows_the_change(tmp_path):
-    base, cur = [stats_line("GET", "Get_All_Products", 100, p95=100)], [stats_line("GET", "Get_All_Products", 100,
-                                                                                     p95=130)]
+    base = [stats_line("GET", "Get_All_Products", 100, p95=100, p99=150)]
+    cur = [stats_line("GET", "Get_All_Products", 100, p95=130, p99=150)]
     assert compare(tmp_path, base, cur, "--tolerance-p95", "50%")[0] == 0
     assert compare(tmp_path, base, cur, "--tolerance", "50%")[0] == 0
     assert compare(tmp_path, base, cur, "--tolerance", "50%", "--tolerance-p95", "20%")[0] == 1
@@ -539,3 +542,55 @@ def test_summary_md_shows_the_open_model_and_corrected_latency_beside_locusts(tm
     assert "achieved 143 rps (service too slow for the open model)" in summary_md
     assert "| Get_All_Products | 100 | 4 / 5 | 9 / 480 | 12 / 990 |" in summary_md
     assert "| Aggregated | 100 | 4 / 5 | 9 / 480 | 12 / 990 |" in summary_md
+
+
+def test_compare_does_not_judge_requests_with_too_few_samples_and_says_why(tmp_path):
+    # The case from issue 16: p95 3 -> 10 ms on a request with 11 samples was flagged as a regression.
+    base = [stats_line("GET", "Get_All_Products", 500, p50=2, p95=3, p99=4),
+            stats_line("POST", "Buy_Product", 11, p50=2, p95=3, p99=4)]
+    cur = [stats_line("GET", "Get_All_Products", 500, p50=2, p95=3, p99=4),
+           stats_line("POST", "Buy_Product", 11, p50=8, p95=10, p99=40)]
+    code, out = compare(tmp_path, base, cur)
+    assert code == 0, out
+    buy = next(line for line in out.splitlines() if line.startswith("Buy_Product"))
+    assert "skipped: too few requests (baseline 11, current 11; minimum 50)" in buy
+    assert "judged" in next(line for line in out.splitlines() if line.startswith("Get_All_Products"))
+    md = (tmp_path / "cur" / results.COMPARE_MD).read_text()
+    assert "Not judged (1): Buy_Product: too few requests" in md
+    # The minimum is configurable: with 10 the same change is a regression.
+    code, out = compare(tmp_path, base, cur, "--min-samples", "10")
+    assert code == 1 and "REGRESSED" in next(line for line in out.splitlines() if line.startswith("Buy_Product"))
+
+
+def test_compare_warns_when_the_runs_differ_in_load_host_or_duration(tmp_path):
+    rows = [stats_line("GET", "Get_All_Products", 100)]
+    base_summary = {"run_id": "base", "host": "http://a:1", "shape": "staged", "users": {"peak": 10},
+                    "duration_s": 60.0, "client": "fast", "user_classes": ["ProductServiceUser"]}
+    cur_summary = {**base_summary, "run_id": "cur", "host": "http://b:2", "users": {"peak": 50}, "duration_s": 300.0}
+    write_run(tmp_path / "base", rows, summary=base_summary)
+    write_run(tmp_path / "cur", rows, summary=cur_summary)
+    result = run_cli("--compare", tmp_path / "base", tmp_path / "cur")
+    warning = next(line for line in result.stdout.splitlines() if line.startswith("WARNING"))
+    assert "peak users 10 vs 50" in warning and "host http://a:1 vs http://b:2" in warning
+    assert "duration 60 s vs 300 s" in warning and "shape" not in warning
+    assert "not comparable" in (tmp_path / "cur" / results.COMPARE_MD).read_text()
+    write_run(tmp_path / "cur", rows, summary={**base_summary, "run_id": "cur", "duration_s": 62.0})
+    assert "WARNING" not in run_cli("--compare", tmp_path / "base", tmp_path / "cur").stdout
+
+
+def test_percentiles_follow_one_rule_in_every_output(tmp_path):
+    # One or two samples: Locust's clamped median can sit above its rounded p95 bucket in the CSV.
+    line = "GET,Health_Check,2,0,1.1,1.15,1.1,1.2,0.5,0.0,1,1,1,1,1,1,1,1,1,1,1.2"
+    run_dir = write_run(tmp_path / "run", [line, stats_line("GET", "Get_All_Products", 100)])
+    run = results.load_run(run_dir)
+    row = run.endpoints.set_index("name").loc["Health_Check"]
+    assert row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"] and row["p50_ms"] == pytest.approx(1.1)
+    # summary.json's figures win, so summary.md shows the digits summary.json holds.
+    summary = {"run_id": "r", "endpoints": [{"name": "Health_Check", "method": "GET", "requests": 2,
+                                             "p50_ms": 1.1, "p95_ms": 1.1, "p99_ms": 1.2}]}
+    write_run(tmp_path / "run", [line, stats_line("GET", "Get_All_Products", 100)], summary=summary)
+    ar.main([str(tmp_path / "run")])
+    md = (tmp_path / "run" / results.SUMMARY_MD).read_text()
+    health = next(row for row in md.splitlines() if row.startswith("| Health_Check"))
+    assert "| 1.1* | 1.1* | 1.2* |" in health  # few samples are marked, and the mark is explained
+    assert "\\* fewer than 20 requests" in md  # escaped, so Markdown shows the mark, not a list

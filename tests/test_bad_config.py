@@ -26,7 +26,8 @@ ZERO_NEGATIVES = ("details_unknown_product", "buy_unknown_product", "buy_beyond_
 
 # (case id, config.yaml text, text the one error line must contain); KINDS run through run_tests.sh too
 KINDS = ("yaml_syntax_error", "unknown_section", "wrong_type", "negative_weight", "all_task_weights_zero",
-         "empty_categories", "stage_zero_duration", "threshold_error_rate_above_one")
+         "empty_categories", "stage_zero_duration", "threshold_error_rate_above_one", "duplicate_section",
+         "boolean_as_a_number", "stage_with_100_million_users", "url_with_user_info")
 BAD_FILES = [
     ("yaml_syntax_error", "service:\n  base_url: [http://127.0.0.1:8082\n", "YAML syntax error at line"),
     ("yaml_bad_indentation", "service:\n  base_url: x\n client: fast\n", "YAML syntax error at line 3"),
@@ -64,6 +65,24 @@ BAD_FILES = [
     ("threshold_unknown_metric", "thresholds:\n  per_request:\n    Buy_Product: {p95: 500}\n",
      "thresholds.per_request.Buy_Product.p95"),
     ("oracle_bound_too_small", "oracle:\n  max_records: 5\n", "oracle.max_records"),
+    # Strictness (issue 15): what YAML lets through silently is refused with the key named.
+    ("duplicate_section", "thresholds:\n  p95_ms: 500\nservice: {}\nthresholds:\n  p95_ms: 5000\n",
+     "duplicate key 'thresholds' (first at line 1)"),
+    ("duplicate_nested_key", "thresholds:\n  p95_ms: 500\n  p95_ms: 5000\n", "duplicate key 'p95_ms'"),
+    ("boolean_as_a_number", "thresholds:\n  p95_ms: true\n", "thresholds.p95_ms: true/false is not a value here"),
+    ("boolean_as_a_weight", "scenario_weights:\n  buy_product: false\n", "scenario_weights.buy_product"),
+    ("boolean_as_a_timeout", "service:\n  request_timeout_seconds: true\n", "service.request_timeout_seconds"),
+    ("infinite_number", "thresholds:\n  p99_ms: .inf\n", "thresholds.p99_ms: Input should be a finite number"),
+    ("not_a_number", "wait_time:\n  max_seconds: .nan\n", "wait_time.max_seconds: Input should be a finite number"),
+    ("stage_with_100_million_users",
+     "load_shape:\n  staged:\n    stages:\n      - {duration: 10, users: 100000000, spawn_rate: 1}\n",
+     "load_shape.staged.stages.0.users: Input should be less than or equal to 100000"),
+    ("spike_spawn_rate_too_high", "load_shape:\n  spike:\n    spawn_rate: 1e9\n", "load_shape.spike.spawn_rate"),
+    ("stage_longer_than_a_week",
+     "load_shape:\n  staged:\n    stages:\n      - {duration: 1e12, users: 1, spawn_rate: 1}\n",
+     "load_shape.staged.stages.0.duration"),
+    ("url_with_user_info", "service:\n  base_url: http://shop:hunter2@127.0.0.1:8082\n",
+     "service.base_url: 'http://***@127.0.0.1:8082' carries user info"),
     ("monitoring_bad_prefix", "monitoring:\n  influxdb:\n    measurement_prefix: 'my prefix'\n",
      "monitoring.influxdb.measurement_prefix"),
 ]
@@ -168,4 +187,64 @@ def test_locust_started_directly_with_a_bad_config_exits_2_with_one_line(tmp_pat
     assert TRACEBACK not in result.stderr + result.stdout
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "scenario_weights.buy_product" in lines[0], lines
+    assert target.total_requests == 0
+
+
+def test_a_password_in_a_url_is_never_printed(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("service:\n  base_url: http://shop:hunter2@127.0.0.1:8082/\n", encoding="utf-8")
+    for env in ({}, {"PRODUCT_SERVICE_URL": "http://shop:hunter2@127.0.0.1:8082"}):
+        with pytest.raises(ConfigError) as error:
+            load_config(config if not env else None, env=env)
+        assert "hunter2" not in str(error.value) and "user info" in str(error.value)
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("error_rate=false", {"error_rate": None}),  # off: no limit, not the strictest limit 0
+    ("p95_ms=off", {"p95_ms": None}),
+    ("p99_ms=none", {"p99_ms": None}),
+    ("consistency=false", {"consistency": False}),
+    ("consistency=off", {"consistency": False}),
+    ("consistency=true", {"consistency": True}),
+    ("error_rate=0", {"error_rate": 0.0}),  # a number is a limit, 0 included
+])
+def test_threshold_overrides_mean_what_a_user_expects(spec, expected):
+    thresholds = load_config(None, env={"THRESHOLDS": spec, "CONFIG_PATH": ""}).thresholds
+    assert {key: getattr(thresholds, key) for key in expected} == expected
+
+
+@pytest.mark.parametrize("spec", ["p95_ms=true", "error_rate=true", "p99_ms=inf", "p95_ms=nan"])
+def test_threshold_override_true_or_non_finite_is_refused(spec):
+    with pytest.raises(ConfigError) as error:
+        load_config(None, env={"THRESHOLDS": spec})
+    assert spec.split("=")[0] in str(error.value)
+
+
+def test_service_url_is_normalised_like_the_host_argument():
+    config = load_config(None, env={"PRODUCT_SERVICE_URL": "http://127.0.0.1:8082/api/"})
+    assert config.service.base_url == "http://127.0.0.1:8082/api"
+
+
+@pytest.mark.parametrize("args, env, needle", [
+    (["Nobody"], {}, "unknown user class 'Nobody'"),
+    (["--host", "http://shop:hunter2@127.0.0.1:9"], {}, "carries user info"),
+    (["BrowserUser"], {"config": "scenario_weights: {browse_all_products: 0, get_products_by_category: 0, "
+                                 "get_product_details: 0, health_check: 0}\n"}, "user class BrowserUser has no task"),
+    (["--tags", "nosuchtag"], {}, "unknown tag 'nosuchtag'"),
+], ids=["unknown_user_class", "host_with_user_info", "user_class_without_an_enabled_task", "unknown_tag"])
+def test_locust_started_directly_is_as_strict_as_run_tests_sh(tmp_path, target, args, env, needle):
+    """`locust -f locustfile.py` checks its user classes, tags and --host before any traffic, like run_tests.sh."""
+    full_env = {**os.environ}
+    if "config" in env:
+        config = tmp_path / "config.yaml"
+        config.write_text(env["config"], encoding="utf-8")
+        full_env["CONFIG_PATH"] = str(config)
+    host = [] if "--host" in args else ["--host", target.url]
+    result = subprocess.run([sys.executable, "-m", "locust", "-f", "locustfile.py", "--headless", "-u", "1", "-t", "1",
+                             *host, *args], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=60,
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode == 2, result.stderr
+    assert TRACEBACK not in result.stderr + result.stdout and "hunter2" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], lines
     assert target.total_requests == 0

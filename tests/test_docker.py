@@ -24,6 +24,9 @@ COMPOSE = ROOT / "docker-compose.yml"
 RUN_TESTS = ROOT / "run_tests.sh"
 HADOLINT = Path(sys.executable).parent / "hadolint"
 IMAGE_ENTRYPOINT = ["./run_tests.sh"]
+# Environment variables the suite's config loader reads (loadsuite/config/loading.py).
+CONFIG_ENV = set(re.findall(r'env\.get\("(\w+)"\)', (ROOT / "loadsuite/config/loading.py").read_text()))
+MONITORING_COMMAND = "CONFIG_PATH=grafana/config.monitoring.yaml docker compose --profile monitoring up --build"
 
 
 # Parsing -------------------------------------------------------------------------------------------
@@ -343,8 +346,54 @@ def test_compose_commands_match_run_tests_interface():
             elif arg == "MASTER_HOST":
                 assert value in services, f"{name}: {value} is not a compose service"
         for variable in service.get("environment", {}):
-            assert re.search(rf"\${{{variable}\b", script), f"{name}: run_tests.sh never reads {variable}"
+            assert re.search(rf"\${{{variable}\b", script) or variable in CONFIG_ENV, \
+                f"{name}: neither run_tests.sh nor the config loader reads {variable}"
         checked += 1
     assert checked >= 2
     master_port = services["master"]["environment"]["MASTER_PORT"]
     assert services["worker"]["environment"]["MASTER_PORT"] == master_port
+
+
+def _image_is_pinned(image: str) -> bool:
+    name, _, tag = image.rpartition(":")
+    return bool(name) and "/" not in tag and re.fullmatch(r"v?\d+\.\d+\.\d+", tag) is not None
+
+
+def test_compose_monitoring_profile_streams_to_its_store_and_provisions_the_dashboards():
+    from loadsuite.config import load_config
+
+    services = compose()["services"]
+    profiled = {name for name, service in services.items() if "monitoring" in service.get("profiles", [])}
+    assert profiled == {"victoria-metrics", "grafana"}
+    for name in profiled:
+        assert _image_is_pinned(services[name]["image"]), f"{name}: image {services[name]['image']} is not pinned"
+    # The documented command: CONFIG_PATH names a mounted file that turns monitoring on towards the store.
+    assert MONITORING_COMMAND in COMPOSE.read_text()
+    assert MONITORING_COMMAND in (ROOT / "docs" / "monitoring.md").read_text()
+    config_path = MONITORING_COMMAND.split()[0].split("=", 1)[1]
+    master = services["master"]
+    assert substitute(master["environment"]["CONFIG_PATH"]) == "config.yaml"  # off unless asked for
+    assert f"./{config_path}:/app/{config_path}:ro" in master["volumes"]
+    influx = load_config(ROOT / config_path, env={}).monitoring.influxdb
+    store = re.fullmatch(r"http://([\w.-]+):(\d+)", influx.url)
+    assert influx.enabled and store and store.group(1) == "victoria-metrics"
+    assert f"-httpListenAddr=:{store.group(2)}" in services["victoria-metrics"]["command"]
+    # Grafana: provisioning and dashboards mounted from the repository, read-only, where the files point.
+    grafana = services["grafana"]
+    mounts = {}
+    for volume in grafana["volumes"]:
+        source, inside, mode = volume.split(":")
+        assert mode == "ro" and (ROOT / source).exists(), volume
+        mounts[inside] = ROOT / source
+    provisioning = mounts["/etc/grafana/provisioning"]
+    provider = yaml.safe_load((provisioning / "dashboards" / "locust.yaml").read_text())["providers"][0]
+    dashboards_dir = mounts[provider["options"]["path"]]
+    boards = sorted(p.name for p in dashboards_dir.glob("*.json"))
+    assert boards == ["locust-influxdb2-flux.json", "locust-victoriametrics.json"]
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home.startswith(provider["options"]["path"] + "/") and home.rsplit("/", 1)[1] in boards
+    sources = yaml.safe_load((provisioning / "datasources" / "victoriametrics.yaml").read_text())["datasources"]
+    assert [(s["type"], s["url"]) for s in sources] == [("prometheus", influx.url)]
+    assert sources[0]["jsonData"]["timeInterval"] == f"{influx.flush_interval_seconds:g}s"
+    assert "victoria-metrics" in grafana["depends_on"]
+    assert not (ROOT / "grafana" / "__init__.py").exists()  # a folder of files, never a Python package

@@ -1,7 +1,9 @@
 """monitoring.py against a real time-series server (victoria-metrics) and against failing ones."""
 from __future__ import annotations
 
+import json
 import logging
+import random
 import re
 import subprocess
 import sys
@@ -16,7 +18,10 @@ from locust import FastHttpUser, constant_pacing, task
 from locust.env import Environment
 from locust.runners import WorkerRunner
 
+from loadsuite.config import load_config
+from loadsuite.monitoring import dashboards
 from loadsuite.monitoring import influx as monitoring
+from loadsuite.runtime.custom_stats import RunStats
 from loadsuite.runtime.attach import attach_listeners
 from loadsuite.config import InfluxConfig
 from conftest import ROOT, free_port
@@ -41,6 +46,30 @@ class ShopUser(FastHttpUser):
         self.client.get("/fail", name=FAIL_NAME)
 
 
+SLOW_NAME = "Get_Slow"
+DELAYS_MS = (0, 3, 8, 15, 30, 45, 60, 90, 130, 180, 240)
+RUN_STATS = RunStats()
+
+
+class BuyerUser(FastHttpUser):
+    """Spread latencies over many histogram buckets, and buy (custom business stats) as the suite does."""
+
+    wait_time = constant_pacing(PACING_S)
+
+    @task(4)
+    def slow(self):
+        self.client.get(f"/slow?ms={random.choice(DELAYS_MS)}", name=SLOW_NAME)
+
+    @task(1)
+    def fail(self):
+        self.client.get("/fail", name=FAIL_NAME)
+
+    @task(1)
+    def buy(self):
+        RUN_STATS.purchase(2)
+        RUN_STATS.business_outcome("insufficient_stock")
+
+
 def influx_config(url: str, **overrides) -> InfluxConfig:
     values = dict(enabled=True, url=url, flush_interval_seconds=0.5, write_timeout_seconds=0.5,
                   test_name="monitoring test", batch_size=50)
@@ -60,9 +89,9 @@ class Run:
 
 
 def run_locust(target: str, config: InfluxConfig, seconds: float, *, token: str | None = TOKEN,
-               custom_stats=None, meanwhile=None) -> Run:
-    """Run ShopUser in-process for `seconds` with monitoring installed; `meanwhile(t)` runs at t seconds."""
-    env = Environment(user_classes=[ShopUser], host=target)
+               custom_stats=None, meanwhile=None, user_classes=(ShopUser,)) -> Run:
+    """Run the user classes in-process for `seconds` with monitoring installed; `meanwhile(t)` runs at t seconds."""
+    env = Environment(user_classes=list(user_classes), host=target)
     runner = env.create_local_runner()
     monitor = monitoring.install(env, config, token, "run-test-1", custom_stats)
     if monitor is not None:
@@ -218,7 +247,8 @@ def _by_point(series: list[dict]) -> dict[tuple, dict[str, float]]:
         metric = dict(s["metric"])
         name = metric.pop("__name__")
         measurement, field = next((m, name[len(m) + 1:]) for m in
-                                  ("locust_requests", "locust_run", "locust_custom", "locust_events", "locust_raw")
+                                  ("locust_requests", "locust_run", "locust_custom", "locust_events", "locust_raw",
+                                   "locust_latency", "locust_failures", "locust_responses", "locust_users")
                                   if name.startswith(m + "_"))
         for ts, value in zip(s["timestamps"], s["values"]):
             points[(measurement, tuple(sorted(metric.items())), ts)][field] = value
@@ -325,7 +355,7 @@ def test_slow_metrics_server_never_blocks_users(target, caplog):
     caplog.set_level(logging.INFO)
     slow = start_fake_metrics_server("slow", delay=3.0)
     try:
-        seconds, cap = 3.0, 15
+        seconds, cap = 3.0, 200  # above one sample (histograms included), so the first failure is the slow write
         config = influx_config(slow.url, max_buffer_points=cap, flush_interval_seconds=0.25,
                                write_timeout_seconds=0.5)
         run = run_locust(target.url, config, seconds)
@@ -355,3 +385,245 @@ def test_token_is_never_logged_even_when_the_server_echoes_it(target, caplog, ca
     assert run.monitor.stats()["write_errors"] >= 1
     for text in (caplog.text, out, err, *(str(r.args) for r in caplog.records)):
         assert TOKEN not in text
+
+
+# ----- histogram and dashboards ----------------------------------------------------------------
+
+def _parse_line(line: str) -> tuple[str, dict[str, str], set[str]]:
+    """(measurement, tags, field names) of one line-protocol line."""
+    head, rest = re.split(r"(?<!\\) ", line, maxsplit=1)
+    field_part = rest.rsplit(" ", 1)[0]
+    measurement, *tags = re.split(r"(?<!\\),", head)
+    fields = set(re.findall(r'(?:^|,)([^=,"]+)=(?:"(?:[^"\\]|\\.)*"|[^,]*)', field_part))
+    return measurement, dict(re.split(r"(?<!\\)=", tag, maxsplit=1) for tag in tags), fields
+
+
+def test_histogram_buckets_are_cumulative_counts_of_the_interval():
+    env = Environment(user_classes=[ShopUser], host="http://127.0.0.1:1")
+    monitor = monitoring.Monitor(env, influx_config("http://127.0.0.1:1"), TOKEN, "r")
+    for ms in (3, 10, 10, 99, 240, 1000, 1800, 70000):
+        env.stats.log_request("GET", "Get_Slow", ms, 1)
+    monitor._sample()
+    for ms in (4, 4):
+        env.stats.log_request("GET", "Get_Slow", ms, 1)
+    monitor._sample()
+    buckets = [_parse_line(line) + (line,) for line in monitor._buffer if line.startswith("locust_latency,")]
+    per_sample = len(monitoring.LATENCY_BUCKETS_MS) + 1
+    assert len(buckets) == 2 * per_sample
+    first = {tags["le"]: int(line.split(" bucket=")[1].split("i")[0]) for _, tags, _, line in buckets[:per_sample]}
+    assert (first["5"], first["10"], first["100"], first["300"], first["1000"], first["2000"], first["60000"],
+            first["+Inf"]) == (1, 3, 4, 5, 6, 7, 7, 8)
+    second = {tags["le"]: int(line.split(" bucket=")[1].split("i")[0]) for _, tags, _, line in buckets[per_sample:]}
+    assert second["5"] == second["+Inf"] == 2  # only this interval's requests
+
+
+def test_dashboard_files_are_the_ones_built_from_the_panel_list():
+    thresholds = load_config(ROOT / "config.yaml", env={}).thresholds
+    for name, text in dashboards.render(thresholds.p95_ms, thresholds.p99_ms).items():
+        on_disk = dashboards.OUT / name
+        assert on_disk.read_text() == text, f"{name} is stale: run python -m loadsuite.monitoring.dashboards"
+    steps = json.loads((dashboards.OUT / dashboards.FLUX_FILE).read_text())["panels"][2]["fieldConfig"][
+        "defaults"]["thresholds"]["steps"]
+    assert [step["value"] for step in steps[1:]] == [thresholds.p95_ms, thresholds.p99_ms]
+
+
+def _written_series() -> tuple[dict[str, set[str]], set[str]]:
+    """Measurement -> field names, and every tag key, of the points one aggregate run writes."""
+    env = Environment(user_classes=[ShopUser, BuyerUser], host="http://127.0.0.1:1")
+    env.create_local_runner()
+    config = influx_config("http://127.0.0.1:1", status_codes=True)
+    stats = RunStats()
+    stats.purchase(1)
+    stats.business_outcome("insufficient_stock")
+    monitor = monitoring.Monitor(env, config, TOKEN, "r", custom_stats=stats.snapshot)
+    monitor._on_test_start()
+    monitor._sampler.kill()
+    env.stats.log_request("GET", "Get_Slow", 12, 1)
+    env.stats.log_error("GET", "Get_Slow", "CatchResponseError('status: expected 200, saw 500')")
+    monitor._on_response_status("GET", "Get_Slow", response=None)
+    monitor._sample()
+    monitor._event("end", "ended")
+    fields: dict[str, set[str]] = defaultdict(set)
+    tags: set[str] = set()
+    for line in monitor._buffer:
+        measurement, line_tags, line_fields = _parse_line(line)
+        fields[measurement] |= line_fields
+        tags |= set(line_tags)
+    monitor._writer.kill()
+    return fields, tags
+
+
+def test_flux_dashboard_names_only_measurements_fields_and_tags_the_suite_writes():
+    fields, tags = _written_series()
+    assert {"locust_latency", "locust_failures", "locust_users", "locust_responses", "locust_events"} <= set(fields)
+    board = json.loads((dashboards.OUT / dashboards.FLUX_FILE).read_text())
+    queries = [t["query"] for p in board["panels"] for t in p["targets"]]
+    queries += [a["target"]["query"] for a in board["annotations"]["list"]]
+    queries += [v["query"] for v in board["templating"]["list"] if v["type"] == "query"]
+    checked = 0
+    for query in queries:
+        measurements = re.findall(r'r\._measurement == "(\w+)"', query)
+        assert measurements and set(measurements) <= set(fields), query
+        for field in re.findall(r'r\._field == "(\w+)"', query):
+            assert any(field in fields[m] for m in measurements), (field, query)
+            checked += 1
+        used_tags = set(re.findall(r"\br\.(\w+)\b", query)) - {"_measurement", "_field", "_value", "le"}
+        used_tags |= {c for cols in re.findall(r"columns: \[([^\]]*)\]", query)
+                      for c in re.findall(r'"(\w+)"', cols)} - {"_time", "_value", "_field", "_stop", "text", "title"}
+        used_tags |= set(re.findall(r'tag: "(\w+)"', query))
+        assert used_tags <= tags | {"le"}, (used_tags - tags, query)
+    assert "le" in tags and "message" in tags and "reason" in tags and "user_class" in tags
+    assert checked >= len(board["panels"])
+
+
+def _promql(expr: str, range_s: int) -> str:
+    return (expr.replace("$run_id", "run-test-1").replace("$__interval_ms", "15000")
+            .replace("$__interval", "15s").replace("$__range", f"{range_s}s"))
+
+
+def _has_data(result: list[dict]) -> bool:
+    values = [v for series in result for v in ([series["value"]] if "value" in series else series["values"])]
+    return any(v[1] not in ("NaN", "+Inf", "-Inf") for v in values)
+
+
+def _bucket_of(ms: float) -> tuple[float, float]:
+    bounds = (0,) + monitoring.LATENCY_BUCKETS_MS
+    for low, high in zip(bounds, bounds[1:]):
+        if ms <= high:
+            return low, high
+    return bounds[-1], float("inf")
+
+
+@pytest.mark.e2e
+def test_every_prometheus_panel_query_returns_data_and_p95_agrees_with_locust(target, victoria_metrics):
+    RUN_STATS.reset()
+    seconds = 6.0
+    started = time.time()
+    run = run_locust(target.url, influx_config(victoria_metrics.url, flush_interval_seconds=1.0, status_codes=True),
+                     seconds, custom_stats=RUN_STATS.snapshot, user_classes=(BuyerUser, ShopUser))
+    end = time.time() + 1
+    assert run.monitor.stats()["points_dropped"] == 0
+    exported_points(victoria_metrics, run.monitor.stats()["points_written"])  # wait until all are readable
+    range_s = int(end - started) + 2
+    board = json.loads((dashboards.OUT / dashboards.PROMETHEUS_FILE).read_text())
+    checked = 0
+    for panel in board["panels"]:
+        for target_ in panel["targets"]:
+            expr = _promql(target_["expr"], range_s)
+            if target_["instant"]:
+                result = victoria_metrics.query("/api/v1/query", query=expr, time=f"{end:.3f}")
+            else:
+                result = victoria_metrics.query("/api/v1/query_range", query=expr, start=f"{started:.3f}",
+                                                end=f"{end:.3f}", step="5s")
+            assert _has_data(result), f"panel {panel['title']!r}: {expr} returned no data: {result}"
+            checked += 1
+    assert checked == sum(len(p["targets"]) for p in board["panels"])
+    annotation = board["annotations"]["list"][0]
+    deadline = time.monotonic() + 10  # the newest sample can take a moment to reach range queries
+    while True:
+        markers = victoria_metrics.query("/api/v1/query_range", query=_promql(annotation["expr"], range_s),
+                                         start=f"{started - 1:.3f}", end=f"{time.time() + 2:.3f}", step="1s")
+        messages = {series["metric"]["event"]: series["metric"]["message"] for series in markers}
+        if len(messages) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert messages == {"start": "Load test run-test-1 started (monitoring test)",
+                        "end": "Load test run-test-1 ended (monitoring test)"}
+    run_ids = victoria_metrics.query("/api/v1/label/run_id/values", **{"match[]": "locust_run_users"})
+    assert run_ids == ["run-test-1"]
+    whole_run = next(p for p in board["panels"] if p["type"] == "stat")["targets"][0]["expr"]
+    streamed = float(victoria_metrics.query("/api/v1/query", query=_promql(whole_run, range_s),
+                                            time=f"{end:.3f}")[0]["value"][1])
+    statuses = victoria_metrics.query("/api/v1/query", time=f"{end:.3f}", query=_promql(
+        'sum by (status) (sum_over_time(locust_responses_count{run_id=~"$run_id"}[$__range]))', range_s))
+    assert {s["metric"]["status"]: int(s["value"][1]) for s in statuses} == {
+        "200": run.requests() - run.requests(FAIL_NAME), "500": run.requests(FAIL_NAME)}
+    locust_p95 = run.env.stats.total.get_response_time_percentile(0.95)
+    low, high = _bucket_of(locust_p95)
+    assert low <= streamed <= high, (streamed, locust_p95)
+    assert run.env.stats.total.max_response_time > 2 * locust_p95 / 3  # latencies really spread over buckets
+
+
+def test_users_per_class_on_a_master_are_the_workers_reports():
+    from locust.runners import STATE_RUNNING, WorkerNode
+
+    env = Environment(user_classes=[ShopUser, BuyerUser], host="http://127.0.0.1:1")
+    runner = env.create_master_runner("127.0.0.1", free_port())
+    try:
+        for worker_id, counts in (("w1", {"ShopUser": 3, "BuyerUser": 1}), ("w2", {"ShopUser": 2, "BuyerUser": 4})):
+            node = WorkerNode(worker_id, state=STATE_RUNNING)
+            node.user_classes_count = counts
+            runner.clients[worker_id] = node
+        monitor = monitoring.Monitor(env, influx_config("http://127.0.0.1:1"), TOKEN, "r")
+        monitor._sample()
+        users = {_parse_line(line)[1]["user_class"]: line.split(" users=")[1].split("i")[0]
+                 for line in monitor._buffer if line.startswith("locust_users,")}
+        assert users == {"ShopUser": "5", "BuyerUser": "5"}
+    finally:
+        runner.clients.clear()
+        runner.quit()
+
+
+def test_installing_the_monitor_imports_neither_influxdb_client_nor_numpy_and_starts_no_thread():
+    # influxdb-client (and NumPy, which it imports when installed) cost the generator about 4 % of its
+    # requests per CPU-second for the whole run (bench/bench_monitoring.py): the writer uses urllib3.
+    code = ("import locust, os, sys\n"
+            "from locust.env import Environment\n"
+            "import monitoring\n"
+            "from loadsuite.config import InfluxConfig\n"
+            "env = Environment(user_classes=[], host='http://127.0.0.1:1')\n"
+            "env.create_local_runner()\n"
+            "monitor = monitoring.install(env, InfluxConfig(enabled=True, url='http://127.0.0.1:1'), 't', 'r')\n"
+            "assert monitor is not None and monitor._http is not None\n"
+            "print('numpy' in sys.modules, 'influxdb_client' in sys.modules, len(os.listdir('/proc/self/task')))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False", "1"]
+
+
+def test_failure_reasons_are_short_and_their_number_is_bounded():
+    env = Environment(user_classes=[ShopUser], host="http://127.0.0.1:1")
+    monitor = monitoring.Monitor(env, influx_config("http://127.0.0.1:1"), TOKEN, "r")
+    env.stats.log_error("GET", "Get_Fail", "CatchResponseError('status: expected 200, saw 500')")
+    for i in range(monitoring.MAX_REASONS + 50):
+        env.stats.log_error("GET", "Get_Product_Details", f"ConnectionResetError(104, 'reset {i}' {'x' * 300})")
+    monitor._sample()
+    reasons = [re.sub(r"\\(.)", r"\1", _parse_line(line)[1]["reason"])  # tag values, unescaped
+               for line in monitor._buffer if line.startswith("locust_failures,")]
+    assert len(reasons) == monitoring.MAX_REASONS + 51
+    assert "status: expected 200, saw 500" in reasons
+    assert len(set(reasons)) == monitoring.MAX_REASONS + 1 and reasons.count("(other)") == 51
+    assert max(len(reason) for reason in reasons) <= monitoring.MAX_REASON_LENGTH
+    assert len(monitor._reasons) == monitoring.MAX_REASONS
+
+
+@pytest.mark.e2e
+def test_the_suite_with_the_compose_monitoring_config_streams_what_the_dashboards_read(tmp_path, victoria_metrics):
+    """./run_tests.sh with grafana/config.monitoring.yaml (its URL pointed here): the real locustfile's series."""
+    import yaml
+    from loadsuite.names import USER_TYPES
+    from suite_runs import run_suite, write_config
+
+    data = yaml.safe_load((ROOT / "grafana" / "config.monitoring.yaml").read_text())
+    data["monitoring"]["influxdb"].update(url=victoria_metrics.url, flush_interval_seconds=1.0)
+    data["wait_time"] = {"min_seconds": 0.05, "max_seconds": 0.2}
+    config = write_config(tmp_path / "cfg", data)
+    run = run_suite("headless", "6", "5", "--config", str(config), results_root=tmp_path / "results", timeout=120)
+    summary = run.summary()
+    assert run.returncode in (0, 1), run.explain()  # the verdict is not this test's concern; the stream is
+    assert summary["monitoring"]["points_dropped"] == 0 and summary["monitoring"]["write_errors"] == 0
+    run_id = summary["run_id"]
+    exported_points(victoria_metrics, summary["monitoring"]["points_written"])
+    selector = f'run_id="{run_id}"'
+    total = victoria_metrics.query("/api/v1/query", time=f"{time.time():.3f}", query=(
+        f'sum(sum_over_time(locust_latency_bucket{{{selector}, le="+Inf"}}[10m]))'))
+    assert int(float(total[0]["value"][1])) == summary["totals"]["requests"]
+    classes = victoria_metrics.query("/api/v1/label/user_class/values", **{"match[]": f"locust_users_users{{{selector}}}"})
+    assert classes and set(classes) <= set(USER_TYPES)
+    names = victoria_metrics.query("/api/v1/label/name/values", **{"match[]": f"locust_latency_bucket{{{selector}}}"})
+    assert set(names) == {name for name, row in run.stats().items() if name != "Aggregated" and row["Request Count"]}
+    assert victoria_metrics.query("/api/v1/query", time=f"{time.time():.3f}",
+                                  query=f"max_over_time(locust_custom_purchases{{{selector}}}[10m])")
+    events = victoria_metrics.export(f'{{__name__="locust_events_value", {selector}}}')
+    assert sorted(s["metric"]["event"] for s in events) == ["end", "start"]
+    assert all(run_id in s["metric"]["message"] for s in events)

@@ -85,19 +85,27 @@ def test_venv_bootstrap_is_skipped_when_up_to_date(tmp_path):
 def test_arguments_after_double_dash_reach_locust_and_latest_follows_the_newest_run(tmp_path):
     config = write_config(tmp_path, {"wait_time": {"min_seconds": 0.05, "max_seconds": 0.1}})
     results = tmp_path / "results"
-    # A tag no task has: Locust receives it, and the suite refuses to run without any task.
+    # A tag no task has is read from Locust's arguments and refused before any traffic or results folder.
     refused = run_suite("headless", "2", "3", "--config", str(config), "--no-analysis", "--", "--tags", "nosuchtag",
                         results_root=results, timeout=60)
     assert refused.returncode == 2, refused.explain()
-    assert "no user class has a task left after --tags" in refused.stdout + refused.stderr
-    assert (results / "latest").resolve() == refused.folder.resolve()
+    assert "unknown tag 'nosuchtag'" in refused.stderr and refused.stderr.count("\n") == 1, refused.stderr
+    assert list(results.iterdir()) == [], "a refused run must not leave a results folder"
 
     health = run_suite("headless", "2", "3", "--config", str(config), "--no-analysis", "--", "--tags", "health",
                        results_root=results, timeout=60)
     assert health.returncode == 0, health.explain()
     assert request_names(health, with_requests=False) == {"Health_Check"}
-    assert health.folder != refused.folder and health.folder.name > refused.folder.name
     latest = results / "latest"
     assert latest.is_symlink() and latest.resolve() == health.folder.resolve()
     assert (latest / "summary.json").is_file()
     assert not refused.survivors and not health.survivors
+
+
+@pytest.mark.parametrize("host", ["http://shop:hunter2@127.0.0.1:8082", "http://shop:hunter2@127.0.0.1:8082/"])
+def test_host_with_a_password_is_refused_and_the_password_never_printed(tmp_path, host):
+    result = run_quick(tmp_path, "headless", "1", "1", host)
+    assert result.returncode == 2
+    assert "carries user info" in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert "hunter2" not in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()

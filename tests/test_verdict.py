@@ -254,3 +254,23 @@ def test_entry_metrics_of_an_endpoint_without_requests_has_null_latencies():
     assert row["requests"] == 0 and row["error_rate"] == 0.0
     assert all(row[key] is None for key in ("avg_ms", "min_ms", "max_ms", "p50_ms", "p95_ms", "p99_ms"))
 
+
+
+@pytest.mark.parametrize("samples_ms", [[1.1], [1.4, 0.6], [0.2, 0.3, 7.6], [104.0, 1.0]])
+def test_percentiles_of_a_few_samples_are_ordered_and_within_min_and_max(samples_ms):
+    # Locust rounds response times into buckets; alone, a bucket can sit below the minimum or above the maximum.
+    stats = RequestStats()
+    for ms in samples_ms:
+        stats.log_request("GET", "Health_Check", ms, 10)
+    row = verdict.entry_metrics(stats.get("Health_Check", "GET"))
+    assert row["min_ms"] <= row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"] <= row["max_ms"], row
+    if len(samples_ms) == 1:
+        assert row["p50_ms"] == row["p99_ms"] == round(samples_ms[0], 2)  # one sample: every percentile is it
+
+
+def test_a_limit_of_a_thousandth_of_a_millisecond_never_reads_as_zero(tmp_path):
+    row = {"metric": "p95_ms", "scope": "total", "limit": 0.001, "observed": 0.8, "passed": False}
+    assert verdict.ThresholdResult(**row).describe() == "FAIL: p95_ms total: observed 0.8 ms, limit <= 0.001 ms"
+    junit = ET.parse(verdict.write_junit(tmp_path, {"run_id": "r", "thresholds": [row],
+                                                    "consistency": {"enabled": False}})).getroot()
+    assert "limit <= 0.001 ms" in junit.find("testcase/failure").get("message")

@@ -15,6 +15,7 @@ import pytest
 from locust import HttpUser, task
 from locust.env import Environment
 
+from loadsuite.names import USER_TYPES
 from loadsuite.webui import tab as web_ui
 from conftest import ROOT, free_port
 
@@ -294,6 +295,15 @@ def test_browser_swarm_shows_live_custom_stats_then_the_verdict(ui_suite, tmp_pa
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.set_default_timeout(30_000)
             page.goto(f"http://127.0.0.1:{port}/")
+            # The class picker starts with the classes a default run uses, ticked, and the run's real target.
+            picker = page.locator("tbody tr", has=page.locator("input[type=checkbox]"))
+            picker.first.wait_for()
+            rows = {row.locator("td").nth(1).inner_text(): (row.locator("input[type=checkbox]").is_checked(),
+                                                            row.locator("td").nth(2).inner_text())
+                    for row in picker.all()}
+            target = page.locator("input[name=host]").input_value()
+            assert target.startswith("http://127.0.0.1:") and target != "http://127.0.0.1:8082", target
+            assert rows == {name: (True, target) for name in USER_TYPES}, rows  # never ContentionUser
             page.fill("input[name=userCount]", "5")
             page.fill("input[name=spawnRate]", "5")
             page.get_by_role("button", name="Start").click()
@@ -319,6 +329,7 @@ def test_browser_swarm_shows_live_custom_stats_then_the_verdict(ui_suite, tmp_pa
     assert shot.stat().st_size > 10_000
     summary = json.loads((results_root / "latest" / "summary.json").read_text())
     assert ("PASS" if summary["verdict"]["passed"] else "FAIL") in shown
+    assert summary["user_classes"] == sorted(USER_TYPES) and summary["host"] == target
     if os.environ.get("UPDATE_DOCS_SCREENSHOT") == "1":
         target = ROOT / "docs" / "img" / "web_ui_verdict.png"
         target.parent.mkdir(parents=True, exist_ok=True)

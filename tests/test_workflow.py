@@ -1,4 +1,6 @@
-"""The weekly GitHub Actions job: actionlint-clean, and its own steps run in order on this machine against the reference service."""
+"""The GitHub Actions workflows: the weekly load test (actionlint-clean, actions pinned by commit SHA, installs from
+the lock file, its own steps run in order on this machine against the reference service, a job summary with
+tables and no broken images) and the tests workflow that runs ./run_tests.sh test on every push and pull request."""
 from __future__ import annotations
 
 import csv
@@ -16,14 +18,17 @@ import yaml
 from conftest import ROOT
 
 WORKFLOW = ROOT / ".github" / "workflows" / "performance.yml"
+TESTS_WORKFLOW = ROOT / ".github" / "workflows" / "tests.yml"
+WORKFLOWS = (WORKFLOW, TESTS_WORKFLOW)
+PINNED = re.compile(r"^[\w.-]+/[\w.-]+(/[\w./-]+)?@[0-9a-f]{40}$")
 ACTIONLINT = Path(sys.executable).parent / "actionlint"
 VENV_BIN = Path(sys.executable).parent
 JOB = "load-test"
 SHORT_INPUTS = {"users": "3", "duration": "5", "host": "", "shape": "none"}
 
 
-def workflow() -> dict:
-    data = yaml.safe_load(WORKFLOW.read_text())
+def workflow(path: Path = WORKFLOW) -> dict:
+    data = yaml.safe_load(path.read_text())
     data["on"] = data.pop(True, data.get("on"))  # YAML 1.1 reads the key `on` as true
     return data
 
@@ -38,9 +43,42 @@ def step_using(prefix: str) -> dict:
 
 # Static checks -------------------------------------------------------------------------------------
 
-def test_workflow_passes_actionlint():
-    result = subprocess.run([str(ACTIONLINT), str(WORKFLOW)], capture_output=True, text=True, timeout=60)
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_workflow_passes_actionlint(path):
+    result = subprocess.run([str(ACTIONLINT), str(path)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_every_action_is_pinned_by_commit_sha_with_its_version_named(path):
+    uses = [step["uses"] for job in workflow(path)["jobs"].values() for step in job["steps"] if "uses" in step]
+    assert uses, path
+    for action in uses:
+        assert PINNED.match(action), f"{action}: pin by the full commit SHA, not a tag"
+    for line in path.read_text().splitlines():
+        if "uses:" in line:
+            assert re.search(r"#\s*v\d+\.\d+\.\d+", line), f"name the version the SHA is: {line.strip()}"
+
+
+def test_the_load_test_installs_the_lock_files_versions():
+    install = next(step for step in steps() if "pip install" in step.get("run", ""))
+    assert "-c requirements.lock" in install["run"] and "-r requirements.txt" in install["run"]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "-r requirements.txt -c requirements.lock" in dockerfile  # the same versions as the image
+    assert "requirements.lock" in step_using("actions/setup-python")["with"]["cache-dependency-path"]
+
+
+def test_tests_workflow_runs_the_projects_tests_on_push_and_pull_request():
+    tests = workflow(TESTS_WORKFLOW)
+    assert {"push", "pull_request"} <= set(tests["on"])
+    [job] = tests["jobs"].values()
+    assert "bookworm" in job["container"]["image"] and "3.11" in job["container"]["image"]
+    runs = [step["run"] for step in job["steps"] if "run" in step]
+    assert runs == ["bash .ci/run"]
+    ci_run = (ROOT / ".ci" / "run").read_text()
+    assert "apt-get install" in ci_run and ci_run.rstrip().endswith("./run_tests.sh test")
+    for package in ("nginx", "wrk", "hey", "victoria-metrics", "chromium"):
+        assert package in ci_run
 
 
 def test_actionlint_catches_a_broken_workflow(tmp_path):
@@ -69,9 +107,11 @@ def test_results_and_summary_are_published_before_the_job_is_failed():
     assert setup["with"]["cache"] == "pip" and str(setup["with"]["python-version"]).startswith("3.11")
     names = [step.get("name", "") for step in job]
     upload = step_using("actions/upload-artifact")
-    download = step_using("dawidd6/action-download-artifact")
+    download = step_using("actions/download-artifact")
     assert download["with"]["name"] == upload["with"]["name"]
-    assert download["with"]["workflow_conclusion"] == "success" and download.get("continue-on-error") is True
+    assert "steps.previous.outputs.run_id" in download["with"]["run-id"] and download.get("continue-on-error") is True
+    previous = next(step for step in job if step.get("id") == "previous")
+    assert "--status success" in previous["run"] and previous.get("continue-on-error") is True
     summary = next(step for step in job if "GITHUB_STEP_SUMMARY" in step.get("run", ""))
     verdict = job[-1]
     for step in (upload, summary, verdict):
@@ -161,7 +201,7 @@ class JobRun:
         return next(result for result in self.results if name_part in result.name)
 
 
-def run_job(tmp_path: Path, inputs: dict, baseline: Path | None = None) -> JobRun:
+def run_job(tmp_path: Path, inputs: dict, baseline: Path | None = None, variables: dict | None = None) -> JobRun:
     """Run the job's steps in order: `run:` steps as written, `uses:` steps by their local equivalents."""
     job = workflow()["jobs"][JOB]
     workspace, runner_temp = tmp_path / "workspace", tmp_path / "runner_temp"
@@ -172,9 +212,16 @@ def run_job(tmp_path: Path, inputs: dict, baseline: Path | None = None) -> JobRu
     env.update({"CI": "true", "GITHUB_ACTIONS": "true", "GITHUB_WORKSPACE": str(workspace),
                 "RUNNER_TEMP": str(runner_temp), "GITHUB_STEP_SUMMARY": str(tmp_path / "step_summary.md"),
                 "STOP_TIMEOUT": "3"})
+    # GitHub's API is the one thing not on this machine: a `gh` that knows one previous successful run, or none.
+    fake_bin = tmp_path / "fake_bin"
+    fake_bin.mkdir()
+    (fake_bin / "gh").write_text("#!/bin/sh\n" + ("echo 4242\n" if baseline is not None else "") + "exit 0\n")
+    (fake_bin / "gh").chmod(0o755)
+    env["PATH"] = f"{fake_bin}{os.pathsep}{env.get('PATH', '')}"
+    env["GITHUB_REPOSITORY"] = "example/product-service-load-tests"
     run = JobRun(workspace, tmp_path / "step_summary.md", tmp_path / "artifacts", baseline, env)
     run.summary_file.write_text("")
-    context = {"inputs": inputs, "secrets": {}, "steps": {}, "runner": {"temp": str(runner_temp)},
+    context = {"inputs": inputs, "secrets": {}, "vars": variables or {}, "steps": {}, "runner": {"temp": str(runner_temp)},
                "github": {"workspace": str(workspace), "ref_name": "main", "ref": "refs/heads/main", "token": ""}}
     failed = False
     for index, step in enumerate(job["steps"]):
@@ -254,13 +301,10 @@ def _local_equivalent(step: dict, name: str, context: dict, run: JobRun, outputs
         # The project's .venv holds Python 3.11 with requirements.txt; first on PATH, as setup-python does.
         run.env["PATH"] = f"{VENV_BIN}{os.pathsep}{run.env.get('PATH', '')}"
         return StepResult(name, True, how="local: .venv/bin first on PATH")
-    if uses.startswith("dawidd6/action-download-artifact@"):
-        if run.baseline is None:
-            outputs["found_artifact"] = "false"
-            return StepResult(name, True, how="local: no previous run (the action warns and goes on)")
+    if uses.startswith("actions/download-artifact@"):
+        assert settings.get("run-id"), "downloads only from a previous run found by the step before"
         shutil.copytree(run.baseline, run.workspace / settings.get("path", "."), dirs_exist_ok=True)
-        outputs["found_artifact"] = "true"
-        return StepResult(name, True, how=f"local: copied {run.baseline}")
+        return StepResult(name, True, how=f"local: copied {run.baseline} (run {settings['run-id']})")
     if uses.startswith("actions/upload-artifact@"):
         source = Path(settings["path"])
         source = source if source.is_absolute() else run.workspace / source
@@ -286,10 +330,18 @@ def first_run(tmp_path_factory) -> JobRun:
 def test_job_steps_run_green_and_publish_the_run_folder_and_summary(first_run):
     run = first_run
     assert all(r.returncode == 0 for r in run.results if r.ran), _describe(run)
-    assert all(r.ran for r in run.results if "Compare" not in r.name), _describe(run)
+    assert all(r.ran for r in run.results if "Compare" not in r.name and "Download" not in r.name), _describe(run)
+    assert not run.step("Download").ran  # no previous successful run: nothing to download
     run_dir = Path(next(iter((run.workspace / "results").glob("2*"))))
     summary_md = (run_dir / "summary.md").read_text()
-    assert summary_md.strip() and summary_md.strip() in run.summary_file.read_text()
+    job_summary = run.summary_file.read_text()
+    assert "](chart_" in summary_md  # the run folder's summary.md shows its charts beside it ...
+    assert "![" not in job_summary  # ... the job summary has no image it cannot show
+    table = summary_md[summary_md.index("## Requests"):summary_md.index("## Failures")]
+    assert table.strip() and table in job_summary  # the tables are there as they are
+    for chart in ("chart_response_times.png", "chart_throughput.png", "chart_latency_distribution.png"):
+        assert f"`{chart}` in the `performance-results` artifact" in job_summary
+        assert (run_dir / chart).is_file()
     artifact = run.artifacts / step_using("actions/upload-artifact")["with"]["name"]
     for name in ("summary.json", "summary.md", "report.html", "stats_stats.csv", "junit.xml"):
         assert (artifact / name).is_file(), name
@@ -303,14 +355,18 @@ def test_job_fails_on_a_regression_but_still_publishes(first_run, tmp_path):
     baseline = tmp_path / "baseline"
     shutil.copytree(first_run.artifacts / step_using("actions/upload-artifact")["with"]["name"], baseline)
     _make_faster(baseline / "stats_stats.csv")
-    run = run_job(tmp_path / "job", SHORT_INPUTS, baseline=baseline)
+    # A 5-second run has a few requests per name: the repository variable lowers the comparison's minimum.
+    run = run_job(tmp_path / "job", SHORT_INPUTS, baseline=baseline, variables={"COMPARE_MIN_SAMPLES": "1"})
+    assert run.step("Download").ran and "run 4242" in run.step("Download").how
     compare, verdict = run.step("Compare"), run.step("Verdict")
     assert compare.ran and compare.returncode == 0, _describe(run)
     assert verdict.returncode != 0 and "regression against the previous successful run" in verdict.output
     assert run.step("Upload").ran and run.step("Upload").returncode == 0
     assert run.step("summary").returncode == 0
     run_dir = next(iter((run.workspace / "results").glob("2*")))
-    assert (run_dir / "compare.md").read_text().strip() in run.summary_file.read_text()
+    compare_md = (run_dir / "compare.md").read_text()
+    assert compare_md[:compare_md.index("![")].strip() in run.summary_file.read_text()
+    assert "`chart_compare.png` in the `performance-results` artifact" in run.summary_file.read_text()
     assert (run.artifacts / step_using("actions/upload-artifact")["with"]["name"] / "compare.md").is_file()
 
 
@@ -325,3 +381,13 @@ def _make_faster(stats_csv: Path) -> None:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+
+
+def test_job_summary_names_relative_charts_and_keeps_tables_and_absolute_images(tmp_path):
+    from loadsuite.cli.job_summary import main, without_images
+    text = "| a | b |\n|---|---|\n\n![Throughput](chart_throughput.png)\n![logo](https://example.com/x.png)\n"
+    out = without_images(text, "performance-results")
+    assert "| a | b |" in out and "![logo](https://example.com/x.png)" in out
+    assert "Throughput: `chart_throughput.png` in the `performance-results` artifact of this run" in out
+    assert "](chart_" not in out
+    assert main([str(tmp_path)]) == 2  # no summary.md: the step writes its own one-line note instead

@@ -9,19 +9,19 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import shlex
 import sys
 from dataclasses import dataclass, field
 
 from ..config import ConfigError, load_config
+from ..config.schema import MAX_SECONDS, MAX_SPAWN_RATE, MAX_USERS
 from ..config.urls import normalise_base_url
 from ..names import ALL_USER_TYPES, CLIENTS, CONTENTION_USER, SHAPES, TAGS, USER_TYPE_TASKS
 
-# Bounds on the command line (config.yaml has the same for stages; docs/reliability.md lists them).
-MAX_USERS = 100_000
-MAX_DURATION_S = 7 * 24 * 3600
+# Bounds on the command line: the config's own (schema.py; docs/reliability.md lists them) and the workers.
+MAX_DURATION_S = MAX_SECONDS
 MAX_WORKERS = 256
-MAX_SPAWN_RATE = 10_000.0
 
 MODES = {
     "headless": "USERS (default 10) users for DURATION_S (default 60) s against HOST (default: the bundled service)",
@@ -86,10 +86,13 @@ class Plan:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="./run_tests.sh", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Load-test product-service with Locust: a report and a verdict (exit code) per run.",
+        description="Load-test product-service with Locust: a report and a verdict (exit code) per run.\n\n"
+                    + "\n".join(f"  ./run_tests.sh {mode} {' '.join(f'[{name}]' for name in POSITIONALS.get(mode, ()))}"
+                                 .rstrip() + f"\n      {text}" for mode, text in MODES.items()),
         epilog="Anything after -- goes to Locust unchanged (user classes, --tags, --processes ...).\n"
                "Exit codes: 0 passed, 1 a threshold or the consistency oracle failed, 2 bad configuration or usage\n"
-               "(before any traffic), 3 target unreachable, 4 results could not be written, 5 Locust died.\n"
+               "(before any traffic), 3 target unreachable, 4 results could not be written, 5 Locust died,\n"
+               "130 a second Ctrl-C/SIGTERM stopped the run at once.\n"
                "Environment: RESULTS_ROOT, WEB_HOST, WEB_PORT, MASTER_PORT, MASTER_BIND_HOST, EXPECT_WORKERS,\n"
                "STOP_TIMEOUT, CONFIG_PATH, PRODUCT_SERVICE_URL, LOAD_SHAPE, SERVICE_CLIENT, THRESHOLDS, INFLUXDB_TOKEN.")
     modes = parser.add_subparsers(dest="mode", metavar="MODE", required=True)
@@ -103,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--shape", choices=[*SHAPES, "none"], help="load shape; it decides users and duration")
         sub.add_argument("--client", choices=CLIENTS, help="Locust client: fast (geventhttpclient, default) or requests")
         sub.add_argument("--threshold", action="append", default=[], metavar="KEY=VALUE",
-                         help="override a threshold, repeatable: p95_ms=500, Buy_Product.p99_ms=900, consistency=false")
+                         help="override a threshold, repeatable: p95_ms=500, Buy_Product.p99_ms=900, error_rate=off "
+                              "(off/false/none: no limit), consistency=false")
         sub.add_argument("--config", metavar="FILE", help="config file (default config.yaml or CONFIG_PATH)")
         sub.add_argument("--spawn-rate", metavar="R", help="users started per second (default USERS/5, at least 2)")
         sub.add_argument("--no-analysis", action="store_true", help="skip summary.md and the charts")
@@ -153,7 +157,7 @@ def plan(argv: list[str], env: dict[str, str] | None = None) -> Plan:
 def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
     """The mode, then its positionals and options in any order (as the shell script always allowed)."""
     def fail(message: str) -> None:
-        raise UsageError(f"{message}: see ./run_tests.sh --help")
+        raise UsageError(f"{_plain(message)}: see ./run_tests.sh --help")
 
     modes = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     if not argv or argv[0] not in modes:
@@ -165,11 +169,28 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
     return args
 
 
-def _host(text: str) -> str:
+NEEDS = {"--shape": "a value", "--client": "a value", "--threshold": "KEY=VALUE", "--config": "a file",
+         "--spawn-rate": "a number"}
+
+
+def _plain(message: str) -> str:
+    """argparse's wording in the words of this command line."""
+    if match := re.match(r"unrecognized arguments: (.+)", message):
+        return f"unknown option {match.group(1)}"
+    if match := re.match(r"argument --(\w[\w-]*): invalid choice: '([^']*)' \(choose from (.*)\)", message):
+        return f"unknown {match.group(1)} '{match.group(2)}': use one of {match.group(3).replace(chr(39), '')}"
+    if match := re.match(r"argument (--[\w-]+): expected one argument", message):
+        return f"{match.group(1)} needs {NEEDS.get(match.group(1), 'a value')}"
+    if "required: MASTER_HOST" in message:
+        return "worker needs MASTER_HOST: ./run_tests.sh worker 10.0.0.5"
+    return message
+
+
+def _host(text: str, name: str = "HOST") -> str:
     try:
         return normalise_base_url(text)
     except ValueError as error:
-        raise UsageError(f"HOST {error}") from None
+        raise UsageError(f"{name} {error}") from None
 
 
 def _spawn_rate(text: str) -> str:
@@ -196,10 +217,23 @@ def _check_config(result: Plan, env: dict[str, str]) -> None:
         config = load_config(None, env)
     except ConfigError as error:
         raise UsageError(f"config error: {error}") from None
-    classes, tags = _locust_choices(result.locust_extra)
+    check_locust_arguments(result.locust_extra, config)
+    shape = config.load_shape.name
+    result.shape_active = shape is not None
+    if shape and result.mode in ("headless", "distributed", "master"):
+        result.notes.append(f"the {shape} shape decides users and duration (USERS/DURATION_S are not used): "
+                            f"see docs/load_shapes.md")
+
+
+def check_locust_arguments(extra: list[str], config) -> None:
+    """Locust's own arguments against the suite (run_tests.sh after --, or `locust -f locustfile.py ...`):
+    known user classes with an enabled task, known tags, a --host without user info; UsageError otherwise."""
+    classes, tags, host = _locust_choices(extra)
+    if host:
+        _host(host, "--host")
     unknown = [name for name in classes if name not in ALL_USER_TYPES]
     if unknown:
-        raise UsageError(f"unknown user class {unknown[0]!r} after --: use one of {', '.join(ALL_USER_TYPES)}")
+        raise UsageError(f"unknown user class {unknown[0]!r}: use one of {', '.join(ALL_USER_TYPES)}")
     bad_tags = [tag for tag in tags if tag not in TAGS]
     if bad_tags:
         raise UsageError(f"unknown tag {bad_tags[0]!r}: use one of {', '.join(TAGS)}")
@@ -208,31 +242,35 @@ def _check_config(result: Plan, env: dict[str, str]) -> None:
         if name != CONTENTION_USER and not any(weights[task] > 0 for task in USER_TYPE_TASKS[name]):
             raise UsageError(f"user class {name} has no task with a weight above 0 in scenario_weights/"
                              "negative_weights: give one of its tasks a weight or choose another class")
-    shape = config.load_shape.name
-    result.shape_active = shape is not None
-    if shape and result.mode in ("headless", "distributed", "master"):
-        result.notes.append(f"the {shape} shape decides users and duration (USERS/DURATION_S are not used): "
-                            f"see docs/load_shapes.md")
 
 
-def _locust_choices(extra: list[str]) -> tuple[list[str], list[str]]:
-    """User class names and --tags/--exclude-tags values among the arguments for Locust, read by Locust's parser."""
+def _locust_choices(extra: list[str]) -> tuple[list[str], list[str], str]:
+    """User class names, --tags/--exclude-tags values and --host among Locust's arguments, read by Locust's parser."""
     if not extra:
-        return [], []
+        return [], [], ""
     from locust.argument_parser import get_parser  # only when there is something to read: it costs a second
 
     options, _unknown = get_parser(default_config_files=[]).parse_known_args(extra)
     tags = [*(options.tags or []), *(options.exclude_tags or [])]
-    return list(options.user_classes or []), tags
+    return list(options.user_classes or []), tags, options.host or ""
+
+
+def full_help() -> str:
+    """Every mode, then the options they share (one help for ./run_tests.sh --help and MODE --help)."""
+    parser = build_parser()
+    modes = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    options = modes["headless"].format_help().partition("options:")[2]
+    return parser.format_help() + "\nOptions of every mode but test:" + options
 
 
 def main(argv: list[str] | None = None) -> int:
     """Shell code on stdout for run_tests.sh to eval; help and errors on stderr."""
     argv = sys.argv[1:] if argv is None else argv
-    shell_out, sys.stdout = sys.stdout, sys.stderr  # argparse's help must not reach the eval'd stdout
+    shell_out, sys.stdout = sys.stdout, sys.stderr  # argparse's own output must not reach the eval'd stdout
     try:
-        if not argv or argv[0] in ("-h", "--help", "help"):
-            build_parser().print_help()
+        if not argv or argv[0] in ("-h", "--help", "help") or ("-h" in argv or "--help" in argv) and "--" not in argv:
+            # run_tests.sh prints the help on its stdout: shell code that prints it, then exits (2 without a mode)
+            print(f"printf '%s\\n' {shlex.quote(full_help())}", file=shell_out)
             print("exit 0" if argv else "exit 2", file=shell_out)
             return 0
         print(plan(argv).shell(), end="", file=shell_out)
@@ -240,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         print(f"run_tests.sh: {error}", file=sys.stderr)
         return 2
-    except SystemExit as done:  # --help of a mode
+    except SystemExit as done:  # argparse exiting by itself
         print(f"exit {done.code or 0}", file=shell_out)
         return 0
     finally:

@@ -16,8 +16,36 @@ from pydantic import ValidationError
 
 from ..names import SHAPES
 from .schema import ConfigError, SuiteConfig
+from .urls import redact
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "config.yaml"
+OFF_WORDS = ("off", "false", "none", "null")  # THRESHOLDS=KEY=off turns a limit off (see config.yaml)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping (PyYAML keeps the last one silently)."""
+
+
+def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[object, yaml.Node] = {}
+    for key_node, _value in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if isinstance(key, (str, int, float, bool)) and key in seen:
+            first = seen[key].start_mark.line + 1
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first at line {first}): keep one of them", key_node.start_mark)
+        if isinstance(key, (str, int, float, bool)):
+            seen[key] = key_node
+    loader.flatten_mapping(node)
+    return dict(loader.construct_pairs(node, deep=deep))
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
+def strict_yaml(text: str) -> object:
+    """Parse YAML with the safe loader, refusing duplicate keys; yaml.YAMLError on any problem."""
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def _describe(error: ValidationError, source: str) -> str:
@@ -28,6 +56,8 @@ def _describe(error: ValidationError, source: str) -> str:
         return f"{source}: unknown key '{key}': remove it or check its spelling against config.yaml"
     message = first["msg"].removeprefix("Value error, ")
     got = first.get("input")
+    if isinstance(got, str):
+        got = redact(got)  # a URL's password is never printed
     seen = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
     return f"{source}: {key}: {message}{seen}"
 
@@ -61,12 +91,13 @@ def load_config(path: str | os.PathLike | None = None, env: dict[str, str] | Non
         except (OSError, UnicodeDecodeError) as error:
             raise ConfigError(f"{file}: cannot read config file ({error.__class__.__name__}): fix its permissions or encoding") from None
         try:
-            data = yaml.safe_load(text)
+            data = strict_yaml(text)
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
             problem = getattr(error, "problem", None) or "invalid YAML"
-            raise ConfigError(f"{file}: YAML syntax error{where}: {problem}") from None
+            kind = "YAML error" if isinstance(error, yaml.constructor.ConstructorError) else "YAML syntax error"
+            raise ConfigError(f"{file}: {kind}{where}: {problem}") from None
     config = parse_config(data, str(file))
     return apply_env_overrides(config, env, str(file))
 
@@ -94,11 +125,15 @@ def _apply_threshold_overrides(thresholds: dict, spec: str) -> None:
         key, sep, value = item.partition("=")
         if not sep or not key or not value:
             raise ConfigError(f"THRESHOLDS: {item!r} is not KEY=VALUE: write e.g. p95_ms=500 or Buy_Product.p99_ms=900")
+        request, dot, metric = key.rpartition(".")
         try:
-            parsed: object = None if value.lower() in ("null", "none", "off") else yaml.safe_load(value)
+            parsed: object = strict_yaml(value)
         except yaml.YAMLError:
             raise ConfigError(f"THRESHOLDS: {key}: {value!r} is not a number or true/false") from None
-        request, dot, metric = key.rpartition(".")
+        if value.strip().lower() in OFF_WORDS:  # "error_rate=false" means no limit, not the strictest one
+            parsed = False if metric == "consistency" else None
+        elif metric == "consistency" and value.strip().lower() in ("on", "true"):
+            parsed = True
         if dot:
             thresholds["per_request"].setdefault(request, {})[metric] = parsed
         else:

@@ -3,16 +3,33 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator, model_validator
 
 from ..names import CLIENTS, NEGATIVE_TASKS, SHAPES, TASKS, USER_TYPES
+from .urls import normalise_base_url
+
+# Upper bounds (docs/reliability.md lists them; run_tests.sh's arguments use the same): far above what one
+# machine drives, low enough that a typo (100,000,000 users) is refused before any traffic, not a MemoryError.
+MAX_USERS = 100_000
+MAX_SPAWN_RATE = 10_000.0
+MAX_SECONDS = 7 * 24 * 3600  # one stage, one run, one think time
+MAX_RPS = 1_000_000.0
 
 class ConfigError(Exception):
     """A configuration problem, worded as one line that names the key and the fix."""
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    """Strict where YAML is loose: no unknown keys, no inf/nan, and true/false never stand in for a number."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: object, info: ValidationInfo) -> object:
+        if isinstance(value, bool) and cls.model_fields[info.field_name].annotation is not bool:
+            raise ValueError("true/false is not a value here: give a number (or null to turn a limit off)")
+        return value
 
 
 class ServiceConfig(_Section):
@@ -25,7 +42,7 @@ class ServiceConfig(_Section):
     def _url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
-        return value.rstrip("/")
+        return normalise_base_url(value)  # the same rules as run_tests.sh's HOST; user info refused
 
 
 class TestDataConfig(_Section):
@@ -57,6 +74,8 @@ class TestDataConfig(_Section):
 
 def _weights(names: tuple[str, ...], defaults: dict[str, int]):
     """A frozen model with one non-negative integer weight per task name."""
+    unknown = set(defaults) - set(names)
+    assert not unknown, f"default weights for unknown names: {unknown}"
     fields = {name: (int, Field(defaults.get(name, 1), ge=0, strict=True)) for name in names}
     return create_model("Weights", __base__=_Section, **fields)
 
@@ -72,8 +91,8 @@ UserTypeWeights = _weights(USER_TYPES, {
 
 
 class WaitTimeConfig(_Section):
-    min_seconds: float = Field(0.5, ge=0)
-    max_seconds: float = Field(2.0, ge=0)
+    min_seconds: float = Field(0.5, ge=0, le=MAX_SECONDS)
+    max_seconds: float = Field(2.0, ge=0, le=MAX_SECONDS)
 
     @model_validator(mode="after")
     def _order(self) -> "WaitTimeConfig":
@@ -87,11 +106,11 @@ class CacheConfig(_Section):
 
 
 class Stage(_Section):
-    duration: float = Field(gt=0, description="seconds this stage lasts")
-    users: int = Field(ge=0)
-    spawn_rate: float = Field(gt=0)
+    duration: float = Field(gt=0, le=MAX_SECONDS, description="seconds this stage lasts")
+    users: int = Field(ge=0, le=MAX_USERS)
+    spawn_rate: float = Field(gt=0, le=MAX_SPAWN_RATE)
     user_classes: Optional[tuple[str, ...]] = None
-    target_rps: Optional[float] = Field(None, gt=0)
+    target_rps: Optional[float] = Field(None, gt=0, le=MAX_RPS)
 
 
 class StagedShape(_Section):
@@ -110,24 +129,24 @@ class StagedShape(_Section):
 
 
 class SpikeShape(_Section):
-    baseline_users: int = Field(5, ge=0)
-    spike_users: int = Field(50, ge=0)
-    baseline_seconds: float = Field(30, gt=0)
-    spike_seconds: float = Field(20, gt=0)
-    recovery_seconds: float = Field(30, gt=0)
-    spawn_rate: float = Field(25, gt=0)
+    baseline_users: int = Field(5, ge=0, le=MAX_USERS)
+    spike_users: int = Field(50, ge=0, le=MAX_USERS)
+    baseline_seconds: float = Field(30, gt=0, le=MAX_SECONDS)
+    spike_seconds: float = Field(20, gt=0, le=MAX_SECONDS)
+    recovery_seconds: float = Field(30, gt=0, le=MAX_SECONDS)
+    spawn_rate: float = Field(25, gt=0, le=MAX_SPAWN_RATE)
 
 
 class StepShape(_Section):
-    step_users: int = Field(5, ge=1)
-    step_seconds: float = Field(20, gt=0)
-    max_users: int = Field(50, ge=1)
-    spawn_rate: float = Field(5, gt=0)
+    step_users: int = Field(5, ge=1, le=MAX_USERS)
+    step_seconds: float = Field(20, gt=0, le=MAX_SECONDS)
+    max_users: int = Field(50, ge=1, le=MAX_USERS)
+    spawn_rate: float = Field(5, gt=0, le=MAX_SPAWN_RATE)
 
 
 class LoadShapeConfig(_Section):
     name: Optional[Literal[SHAPES]] = None
-    target_rps: Optional[float] = Field(None, gt=0)
+    target_rps: Optional[float] = Field(None, gt=0, le=MAX_RPS)
     max_in_flight: int = Field(1000, ge=1, le=10_000)
     staged: StagedShape = StagedShape()
     spike: SpikeShape = SpikeShape()
@@ -162,6 +181,7 @@ class InfluxConfig(_Section):
     write_timeout_seconds: float = Field(2.0, gt=0)
     mode: Literal["aggregate", "raw"] = "aggregate"
     test_name: str = "product-service"
+    status_codes: bool = False
 
 
 class MonitoringConfig(_Section):

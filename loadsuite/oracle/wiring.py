@@ -66,6 +66,10 @@ class _RunState:
         self.expected_workers: set[str] = set()
         self.reported_workers: set[str] = set()
         self.late_records = 0
+        self.sent_records = 0  # worker: records shipped to the master this run
+        self.seen_chunks: set[tuple] = set()  # master: (worker, batch, part) absorbed, so a resent chunk counts once
+        self.duplicate_chunks = 0
+        self.records_by_source: dict[str, int] = {}
         self.result: OracleResult | None = None
         self.busy_in = None  # the greenlet computing the result
         self.done = None  # gevent Event, set when the result is ready
@@ -236,11 +240,27 @@ def _in_message_loop() -> bool:
 
 
 def _send_records(environment) -> None:
-    """Worker: ship every record to the master, the last chunk marked final."""
+    """Worker: ship every record to the master, the last chunk marked final; each chunk has an identity
+    (batch, part) so that the master counts a chunk it receives twice once."""
+    import uuid
     chunks = split_payload(_LEDGER.drain())
+    batch = uuid.uuid4().hex
     for number, chunk in enumerate(chunks):
         chunk["final"] = number == len(chunks) - 1
+        chunk["batch"], chunk["part"] = batch, number
         environment.runner.send_message(MESSAGE_RECORDS, chunk)
+    state = _state(environment)
+    state.sent_records += sum(len(chunk.get("buys", ())) + len(chunk.get("stock_sets", ())) for chunk in chunks)
+    logger.info("inventory oracle: sent %d records to the master as %s", state.sent_records,
+                environment.runner.client_id)
+
+
+def receipt(environment) -> dict:
+    """Master: records absorbed per worker, and chunks received more than once (each counted once)."""
+    state = _state(environment)
+    if state is None:
+        return {"records_by_source": {}, "duplicate_chunks": 0}
+    return {"records_by_source": dict(state.records_by_source), "duplicate_chunks": state.duplicate_chunks}
 
 
 def _on_flush_request(environment, msg, **_kw) -> None:
@@ -268,7 +288,15 @@ def _on_records(environment, msg, **_kw) -> None:
         state.late_records += len(data.get("buys", ())) + len(data.get("stock_sets", ()))
         logger.warning("inventory oracle: records from %s arrived after the check", msg.node_id)
         return
+    identity = (msg.node_id, data.get("batch"), data.get("part"))
+    if data.get("batch") is not None and identity in state.seen_chunks:
+        state.duplicate_chunks += 1
+        logger.warning("inventory oracle: a chunk of records from %s arrived twice; counted once", msg.node_id)
+        return
+    state.seen_chunks.add(identity)
     _LEDGER.absorb(data, source=msg.node_id)
+    state.records_by_source[msg.node_id] = (state.records_by_source.get(msg.node_id, 0)
+                                            + len(data.get("buys", ())) + len(data.get("stock_sets", ())))
     state.expected_workers.add(msg.node_id)
     if data.get("final"):
         state.reported_workers.add(msg.node_id)

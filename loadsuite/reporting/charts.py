@@ -12,7 +12,9 @@ import pandas as pd  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
-from matplotlib.ticker import FuncFormatter, MultipleLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, MultipleLocator, NullLocator  # noqa: E402
+
+from .format import SMALL_SAMPLE, fmt_ms, fmt_sample  # noqa: E402
 
 WIDTH_IN, HEIGHT_IN, DPI = 10.0, 5.0, 100
 ROW_IN = 0.42  # height per bar row, so long request lists stay legible
@@ -71,8 +73,40 @@ def _no_data(ax, text: str) -> None:
     ax.set_yticks([])
 
 
-def response_times_figure(timeline: pd.DataFrame, bin_s: int = 1) -> Figure:
-    """p50/p95/p99 over time (Locust's 10 s sliding window) with the user count on a second axis."""
+LIMIT_STYLE = {"p95_ms": ("#ff7f0e", "p95 limit"), "p99_ms": ("#d62728", "p99 limit")}
+LIMIT_HEADROOM = 3.0  # a limit more than 3x above the highest line is named, not drawn (it would flatten the data)
+
+
+def total_latency_limits(summary: dict | None) -> dict[str, float]:
+    """The whole-run p95/p99 limits the verdict judged, from summary.json's thresholds."""
+    limits = {}
+    for row in (summary or {}).get("thresholds") or []:
+        if isinstance(row, dict) and row.get("scope") == "total" and row.get("metric") in LIMIT_STYLE \
+                and isinstance(row.get("limit"), (int, float)):
+            limits[row["metric"]] = float(row["limit"])
+    return limits
+
+
+def _limit_lines(ax, limits: dict[str, float], data_top: float) -> float:
+    """Dashed threshold lines within reach of the data; the others named in a corner. Returns the y top."""
+    from .format import fmt_ms
+    top = data_top
+    far = []
+    for metric, limit in sorted(limits.items()):
+        colour, label = LIMIT_STYLE[metric]
+        if limit <= data_top * LIMIT_HEADROOM:
+            ax.axhline(limit, color=colour, linestyle="--", linewidth=1.2, label=f"{label} {fmt_ms(limit)} ms")
+            top = max(top, limit)
+        else:
+            far.append(f"{label} {fmt_ms(limit)} ms")
+    if far:
+        ax.text(0.99, 0.97, "above the chart: " + ", ".join(far), transform=ax.transAxes, ha="right", va="top",
+                fontsize=9, color="#555555")
+    return top
+
+
+def response_times_figure(timeline: pd.DataFrame, bin_s: int = 1, limits: dict[str, float] | None = None) -> Figure:
+    """p50/p95/p99 over time (Locust's 10 s sliding window), the p95/p99 limits, the user count on a second axis."""
     fig = _figure()
     ax = fig.add_subplot()
     users_ax = ax.twinx()
@@ -95,7 +129,8 @@ def response_times_figure(timeline: pd.DataFrame, bin_s: int = 1) -> Figure:
         ax.plot(x, timeline[column], label=label, color=colour, linewidth=1.6,
                 marker="o" if len(points) < 30 else None, markersize=3)
     ax.set_ylabel("Response time (ms)")
-    ax.set_ylim(bottom=0, top=float(np.nanmax(points[["p50_ms", "p95_ms", "p99_ms"]].to_numpy())) * 1.15 or 1)
+    top = _limit_lines(ax, limits or {}, float(np.nanmax(points[["p50_ms", "p95_ms", "p99_ms"]].to_numpy())))
+    ax.set_ylim(bottom=0, top=top * 1.15 or 1)
     _elapsed_axis(ax, start, x[-1])
     handles = ax.get_legend_handles_labels()[0] + users_ax.get_legend_handles_labels()[0]
     fig.legend(handles=handles, loc="outside upper right", ncols=len(handles), frameon=False)
@@ -113,6 +148,14 @@ def throughput_figure(timeline: pd.DataFrame, bin_s: int = 1) -> Figure:
         return fig
     start = timeline.index[0]
     x = _elapsed(points.index, start)
+    users_ax = ax.twinx()
+    all_x = _elapsed(timeline.index, start)
+    users_ax.fill_between(all_x, timeline["users"].to_numpy(dtype=float), step="post", color="#7f7f7f", alpha=0.15,
+                          label="Users")
+    users_ax.set_ylabel("Users")
+    users_ax.set_ylim(0, max(1.0, float(timeline["users"].max())) * 1.15)
+    ax.set_zorder(users_ax.get_zorder() + 1)  # the rates over the users band
+    ax.patch.set_visible(False)
     marker = "o" if len(points) < 30 else None
     ax.plot(x, points["rps"], color="#1f77b4", linewidth=1.6, marker=marker, markersize=3,
             label="Requests/s")
@@ -122,7 +165,8 @@ def throughput_figure(timeline: pd.DataFrame, bin_s: int = 1) -> Figure:
     ax.set_ylabel("Requests per second")
     ax.set_ylim(bottom=0, top=max(1.0, float(points["rps"].max())) * 1.15)
     _elapsed_axis(ax, start, _elapsed(timeline.index[-1:], start)[0])
-    fig.legend(loc="outside upper right", ncols=2, frameon=False)
+    handles = ax.get_legend_handles_labels()[0] + users_ax.get_legend_handles_labels()[0]
+    fig.legend(handles=handles, loc="outside upper right", ncols=len(handles), frameon=False)
     return fig
 
 
@@ -133,10 +177,12 @@ def endpoint_percentiles_figure(endpoints: pd.DataFrame) -> Figure:
     counts = rows["name"].value_counts()
     labels = [f"{m} {n}" if counts[n] > 1 and m else n for m, n in zip(rows["method"], rows["name"])]
     called = (rows["requests"] > 0).to_numpy()
-    labels = [label if ok else f"{label} (not called)" for label, ok in zip(labels, called)]
+    labels = [f"{label}  (n={int(n):,})" if ok else f"{label} (not called)"
+              for label, ok, n in zip(labels, called, rows["requests"])]
     fig = _figure(height=max(HEIGHT_IN, 1.6 + ROW_IN * len(rows)))
     ax = fig.add_subplot()
-    ax.set_title("Response time percentiles per request (whole run)")
+    ax.set_title("Response time percentiles per request (whole run)\n"
+                 f"n = requests; * fewer than {SMALL_SAMPLE} requests: rough", fontsize=11)
     if rows.empty:
         _no_data(ax, "No requests")
         return fig
@@ -146,9 +192,10 @@ def endpoint_percentiles_figure(endpoints: pd.DataFrame) -> Figure:
         values = rows[column].fillna(0).to_numpy(dtype=float)
         ax.barh(y - offset, values, height=height, color=colour, label=label)
     top = float(np.nanmax(rows["p99_ms"].to_numpy(dtype=float))) if called.any() else 1.0
-    for yi, value, ok in zip(y, rows["p99_ms"].to_numpy(dtype=float), called):
+    for yi, value, ok, n in zip(y, rows["p99_ms"].to_numpy(dtype=float), called, rows["requests"]):
         if ok:
-            ax.text(value + top * 0.01, yi - height, f"{value:.0f}", va="center", fontsize=8, color="#444444")
+            ax.text(value + top * 0.01, yi - height, fmt_sample(n, fmt_ms(value)), va="center", fontsize=8,
+                    color="#444444")
     ax.set_yticks(y, labels)
     for tick, ok in zip(ax.get_yticklabels(), called):
         if not ok:
@@ -160,6 +207,80 @@ def endpoint_percentiles_figure(endpoints: pd.DataFrame) -> Figure:
     ax.grid(True, axis="x", alpha=0.3)
     handles, names = ax.get_legend_handles_labels()
     fig.legend(handles, names, loc="outside upper right", ncols=3, frameon=False)
+    return fig
+
+
+CDF_POINTS = ((0.50, "cdf_50%"), (0.66, "cdf_66%"), (0.75, "cdf_75%"), (0.80, "cdf_80%"), (0.90, "cdf_90%"),
+              (0.95, "p95_ms"), (0.98, "cdf_98%"), (0.99, "p99_ms"), (0.999, "cdf_99.9%"), (0.9999, "cdf_99.99%"))
+MAX_CDF_LINES = 10
+
+
+def cdf_points(row) -> tuple[np.ndarray, np.ndarray]:
+    """One request's latency distribution from Locust's percentiles: (ms, share of requests at or below), from
+    the minimum (0) to the maximum (1), made monotone like every other percentile output."""
+    pairs = [(0.0, row.get("min_ms"))]
+    pairs += [(q, row.get(column)) for q, column in CDF_POINTS if column in row]
+    pairs.append((1.0, row.get("max_ms")))
+    shares, values, floor = [], [], 0.0
+    for share, value in pairs:
+        if value is None or pd.isna(value):
+            continue
+        floor = max(floor, float(value))
+        shares.append(share)
+        values.append(floor)
+    return np.array(values), np.array(shares)
+
+
+def latency_distribution_figure(endpoints: pd.DataFrame, limits: dict[str, float] | None = None) -> Figure:
+    """Cumulative latency distribution per request (the busiest MAX_CDF_LINES), log-scaled ms, with the limits."""
+    fig = _figure(height=5.5)
+    ax = fig.add_subplot()
+    called = endpoints[endpoints["requests"] > 0].sort_values("requests", ascending=False)
+    shown = called.head(MAX_CDF_LINES)
+    more = len(called) - len(shown)
+    ax.set_title("Latency distribution per request (share of requests at or below, from Locust's percentiles)\n"
+                 + (f"busiest {len(shown)} of {len(called)} requests; " if more else "")
+                 + f"n = requests, * fewer than {SMALL_SAMPLE}: rough", fontsize=11)
+    if shown.empty:
+        _no_data(ax, "No requests")
+        return fig
+    colours = matplotlib.colormaps["tab10"].colors
+    counts = endpoints["name"].value_counts()
+    lowest = np.inf
+    for index, row in enumerate(shown.to_dict("records")):
+        values, shares = cdf_points(row)
+        if len(values) < 2:
+            continue
+        lowest = min(lowest, values[values > 0].min() if (values > 0).any() else 0.01)
+        label = f"{row['method']} {row['name']}" if counts[row["name"]] > 1 and row["method"] else row["name"]
+        ax.step(np.maximum(values, 0.01), shares * 100, where="post", color=colours[index % 10], linewidth=1.5,
+                label=fmt_sample(row["requests"], f"{label} (n={int(row['requests']):,})"))
+    highest = float(shown["max_ms"].max())
+    far = []
+    for metric, limit in sorted((limits or {}).items()):
+        colour, label = LIMIT_STYLE[metric]
+        if limit <= highest * LIMIT_HEADROOM:
+            ax.axvline(limit, color=colour, linestyle="--", linewidth=1.2, label=f"{label} {fmt_ms(limit)} ms")
+            highest = max(highest, limit)
+        else:
+            far.append(f"{label} {fmt_ms(limit)} ms")
+    if far:
+        ax.text(0.01, 0.90, "beyond the chart: " + ", ".join(far), transform=ax.transAxes, ha="left", va="top",
+                fontsize=9, color="#555555")
+    ax.set_xscale("log")
+    ax.set_xlim(max(0.01, (lowest if np.isfinite(lowest) else 0.01) / 1.5), highest * 1.5)
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: fmt_ms(x)))
+    ax.set_xlabel("Response time (ms, log scale)")
+    ax.set_ylabel("Requests at or below (%)")
+    ax.set_ylim(0, 101)
+    for share in (50, 95, 99):
+        ax.axhline(share, color="#bbbbbb", linewidth=0.8, zorder=0)
+        ax.text(1.005, share, f"p{share}", transform=ax.get_yaxis_transform(), va="center", fontsize=8,
+                color="#777777")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8, frameon=True, framealpha=0.9)
     return fig
 
 
@@ -212,6 +333,7 @@ def failures_figure(failures: pd.DataFrame | None) -> Figure:
     for yi, value in zip(y, values):
         ax.text(value + values.max() * 0.01, yi, f"{value:.0f}", va="center", fontsize=8, color="#444444")
     ax.set_xlim(0, values.max() * 1.12)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # counts: no 0.25 failures
     ax.set_xlabel("Failures (count)")
     ax.grid(True, axis="x", alpha=0.3)
     return fig
@@ -226,14 +348,23 @@ def compare_figure(comparison, metric_defs) -> Figure:
     fig = _figure(height=max(HEIGHT_IN, 1.8 + ROW_IN * n), width=13)
     bars_ax, grid_ax = fig.subplots(1, 2, width_ratios=(3, 2), sharey=True)
     y = np.arange(n)[::-1]
-    base = np.array([_value(comparison, label, "p95", "baseline") for label in labels])
-    cur = np.array([_value(comparison, label, "p95", "current") for label in labels])
+    known = getattr(comparison, "p95", {}) or {}
+    skipped = getattr(comparison, "skipped", {}) or {}
+    base = np.array([known.get(label, (_value(comparison, label, "p95", "baseline"),))[0] for label in labels])
+    cur = np.array([known[label][1] if label in known else _value(comparison, label, "p95", "current")
+                    for label in labels])
     height = 0.38
     bars_ax.barh(y + height / 2, np.nan_to_num(base), height=height, color="#9ecae1", label="Baseline")
     colours = ["#d62728" if (v := comparison.verdicts.get((label, "p95"))) and v.regressed else "#3182bd"
                for label in labels]
     bars_ax.barh(y - height / 2, np.nan_to_num(cur), height=height, color=colours, label="Current")
-    bars_ax.set_yticks(y, labels)
+    for yi, label in zip(y, labels):  # a row too small to judge: its bars are shown, hatched, and named so
+        if label in skipped:
+            for offset in (height / 2, -height / 2):
+                bars_ax.barh(yi + offset, np.nan_to_num(base if offset > 0 else cur)[labels.index(label)],
+                             height=height, color="none", edgecolor="#ffffff", hatch="///", linewidth=0)
+    bars_ax.set_yticks(y, [f"{label} (not judged)" if label in skipped else label for label in labels])
+    bars_ax.set_xlim(left=0)
     bars_ax.set_xlabel("p95 response time (ms)")
     bars_ax.set_title("p95 per request: baseline vs current")
     bars_ax.grid(True, axis="x", alpha=0.3)
@@ -248,7 +379,8 @@ def compare_figure(comparison, metric_defs) -> Figure:
         for col, (key, _) in enumerate(metrics):
             v = comparison.verdicts.get((label, key))
             codes[row, col] = 0 if v is None else 3 if v.regressed else 2 if v.improved else 1
-            text = "-" if v is None else f"{v.current - v.baseline:+.1f} pt" if key == "failure_rate" \
+            text = "few" if v is None and label in skipped else "-" if v is None \
+                else f"{v.current - v.baseline:+.1f} pt" if key == "failure_rate" \
                 else "±0%" if v.change_pct is None and not v.current else "new" if v.change_pct is None \
                 else f"{v.change_pct:+.0f}%"
             grid_ax.text(col, y[row], text, ha="center", va="center", fontsize=8,
@@ -265,11 +397,15 @@ def compare_figure(comparison, metric_defs) -> Figure:
     grid_ax.xaxis.set_ticks_position("top")
     grid_ax.tick_params(axis="y", left=False)
     regressions = len(comparison.regressions)
+    nothing = not comparison.verdicts
     grid_ax.set_title(f"Change vs baseline: {regressions} regression(s)" if regressions
-                      else "Change vs baseline: no regression", color="#d62728" if regressions else "#31a354")
+                      else "Nothing judged: too few samples" if nothing
+                      else "Change vs baseline: no regression",
+                      color="#d62728" if regressions else "#555555" if nothing else "#31a354")
     grid_ax.legend(handles=[Patch(color="#d62728", label="regressed"), Patch(color="#31a354", label="improved"),
-                            Patch(color="#d9d9d9", label="within tolerance")],
-                   loc="upper center", bbox_to_anchor=(0.5, -0.02), ncols=3, fontsize=8, frameon=False)
+                            Patch(color="#d9d9d9", label="within tolerance"),
+                            Patch(color="#f0f0f0", label="few = too few requests to judge")],
+                   loc="upper center", bbox_to_anchor=(0.5, -0.02), ncols=2, fontsize=8, frameon=False)
     return fig
 
 

@@ -41,6 +41,43 @@ def fmt_points(points) -> str:
     return MISSING if _missing(points) else fmt_percent(float(points) / 100)
 
 
+SMALL_SAMPLE = 20  # fewer requests than this: percentiles are marked (a p99 of 11 samples is its maximum)
+SMALL_SAMPLE_MARK = "*"
+
+
+def fmt_sample(count, percentile_text: str) -> str:
+    """A percentile cell of a row with few requests carries a mark, explained under every table."""
+    if _missing(count) or percentile_text == MISSING or int(count) >= SMALL_SAMPLE:
+        return percentile_text
+    return percentile_text + SMALL_SAMPLE_MARK
+
+
+def small_sample_note() -> str:
+    return f"{SMALL_SAMPLE_MARK} fewer than {SMALL_SAMPLE} requests: percentiles are rough."
+
+
+def ordered_percentiles(p50, p95, p99, lowest=None, highest=None) -> tuple:
+    """The one percentile rule: Locust's histogram percentiles clamped to [min, max] and made monotone,
+    so p50 <= p95 <= p99 on every row of every output (Locust's median and a rounded bucket can disagree
+    on rows with one or two samples)."""
+    values = []
+    floor = None
+    for value in (p50, p95, p99):
+        if _missing(value):
+            values.append(None)
+            continue
+        value = float(value)
+        if not _missing(highest):
+            value = min(value, float(highest))
+        if not _missing(lowest):
+            value = max(value, float(lowest))
+        if floor is not None:
+            value = max(value, floor)
+        floor = value
+        values.append(value)
+    return tuple(values)
+
+
 def fmt_num(value, digits: int = 2) -> str:
     return MISSING if _missing(value) else f"{float(value):.{digits}f}"
 

@@ -9,14 +9,16 @@ import pandas as pd
 from . import charts as result_charts
 from .charts import short_reason
 from .results import FAILURES_CSV, SUMMARY_JSON, SUMMARY_MD, Run, load_run, timeline
-from .tables import TABLE_HEADERS, md_escape, md_table, table_rows, text_table
+from .format import fmt_metric, fmt_ms, small_sample_note
+from .tables import TABLE_HEADERS, has_small_samples, md_escape, md_table, table_rows, text_table
 
 
 PASS, FAIL, UNKNOWN = "✅", "❌", "⚠️"
 CHARTS = (
-    ("chart_response_times.png", "Response time percentiles over time"),
-    ("chart_throughput.png", "Requests and failures per second"),
-    ("chart_endpoint_percentiles.png", "Response time percentiles per request"),
+    ("chart_response_times.png", "Response time percentiles over time, with the p95/p99 limits"),
+    ("chart_throughput.png", "Requests and failures per second, with the users"),
+    ("chart_latency_distribution.png", "Latency distribution per request"),
+    ("chart_endpoint_percentiles.png", "Response time percentiles per request, with sample counts"),
     ("chart_failures.png", "Failures by request and reason"),
 )
 
@@ -41,13 +43,6 @@ def run_duration_s(run: Run) -> float | None:
     return None
 
 
-def _plain(value) -> str:
-    """A JSON number without float noise (1000.0 -> 1000); None -> "-"."""
-    if value is None:
-        return "-"
-    return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
-
-
 def _mark(passed) -> str:
     return PASS if passed is True else FAIL if passed is False else UNKNOWN
 
@@ -56,6 +51,8 @@ def _flatten(prefix: str, value, out: list[tuple[str, str]]) -> None:
     if isinstance(value, dict) and value:
         for key, sub in value.items():
             _flatten(f"{prefix}.{key}" if prefix else str(key), sub, out)
+    elif isinstance(value, (dict, list)) and not value:
+        out.append((prefix, "none"))  # an empty counter group reads as "none", never as {} or []
     else:
         text = value if isinstance(value, str) else json.dumps(value, default=str)
         out.append((prefix, text if len(text) <= 100 else text[:99] + "…"))
@@ -92,6 +89,8 @@ def summary_markdown(run: Run, charts: list[tuple[str, str]]) -> str:
         lines += ["", "Reasons:", *[f"- {md_escape(r)}" for r in verdict["reasons"]]]
 
     lines += ["", "## Requests", "", md_table(TABLE_HEADERS, table_rows(run.endpoints, run.total))]
+    if has_small_samples(run.endpoints):
+        lines += ["", "\\" + small_sample_note()]  # escaped: a leading * would start a Markdown list
     uncalled = run.endpoints.loc[run.endpoints["requests"] == 0, "name"].tolist()
     if uncalled:
         lines += ["", f"Not called in this run: {', '.join(md_escape(n) for n in uncalled)}."]
@@ -113,8 +112,9 @@ def summary_markdown(run: Run, charts: list[tuple[str, str]]) -> str:
         lines += ["", "## Thresholds", ""]
         if thresholds:
             lines.append(md_table(("", "Metric", "Scope", "Limit", "Observed"), left=3, rows=[
-                [_mark(t.get("passed")), str(t.get("metric")), str(t.get("scope")), _plain(t.get("limit")),
-                 _plain(t.get("observed"))] for t in thresholds if isinstance(t, dict)]))
+                [_mark(t.get("passed")), str(t.get("metric")), str(t.get("scope")),
+                 fmt_metric(str(t.get("metric")), t.get("limit")), fmt_metric(str(t.get("metric")), t.get("observed"))]
+                for t in thresholds if isinstance(t, dict)]))
         else:
             lines.append("No thresholds configured.")
 
@@ -135,7 +135,7 @@ def summary_markdown(run: Run, charts: list[tuple[str, str]]) -> str:
                 continue
             own = measured.get(name, {})
             rows.append([str(name), str(row.get("count", "")),
-                         *(f"{_plain(own.get(key))} / {_plain(row.get(key))}" for key in ("p50_ms", "p95_ms", "p99_ms"))])
+                         *(f"{fmt_ms(own.get(key))} / {fmt_ms(row.get(key))}" for key in ("p50_ms", "p95_ms", "p99_ms"))])
         lines.append(md_table(("Request", "Count", "p50 ms (Locust / corrected)", "p95 ms (Locust / corrected)",
                                "p99 ms (Locust / corrected)"), rows, left=1))
 
@@ -179,13 +179,16 @@ def analyse(folder: Path) -> tuple[Run, str]:
     distributed = isinstance(workers, dict) and bool(workers.get("count"))
     # Workers report to the master every 3 s: finer bins would show that batching as a saw-tooth.
     tl, bin_s = timeline(run.history, min_bin_s=5 if distributed else 1)
+    limits = result_charts.total_latency_limits(run.summary)
     figures = {
-        "chart_response_times.png": result_charts.response_times_figure(tl, bin_s),
+        "chart_response_times.png": result_charts.response_times_figure(tl, bin_s, limits),
         "chart_throughput.png": result_charts.throughput_figure(tl, bin_s),
+        "chart_latency_distribution.png": result_charts.latency_distribution_figure(run.endpoints, limits),
         "chart_endpoint_percentiles.png": result_charts.endpoint_percentiles_figure(run.endpoints),
         "chart_failures.png": result_charts.failures_figure(run.failures),
     }
     for filename, figure in figures.items():
         result_charts.save(figure, run.folder / filename)
     (run.folder / SUMMARY_MD).write_text(summary_markdown(run, list(CHARTS)), encoding="utf-8")
-    return run, text_table(TABLE_HEADERS, table_rows(run.endpoints, run.total))
+    table = text_table(TABLE_HEADERS, table_rows(run.endpoints, run.total))
+    return run, table + ("\n" + small_sample_note() if has_small_samples(run.endpoints) else "")

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .format import ordered_percentiles
+
 STATS_CSV = "stats_stats.csv"
 HISTORY_CSV = "stats_stats_history.csv"
 FAILURES_CSV = "stats_failures.csv"
@@ -27,6 +29,8 @@ STATS_COLUMNS = {
     "Max Response Time": "float64", "Requests/s": "float64", "Failures/s": "float64",
     "95%": "float64", "99%": "float64",
 }
+# Locust's percentile columns: the points of each request's latency distribution (CDF) chart.
+CDF_PERCENTS = ("50%", "66%", "75%", "80%", "90%", "95%", "98%", "99%", "99.9%", "99.99%", "100%")
 STATS_RENAME = {
     "Type": "method", "Name": "name", "Request Count": "requests", "Failure Count": "failures",
     "Median Response Time": "p50_ms", "Average Response Time": "avg_ms", "Min Response Time": "min_ms",
@@ -104,7 +108,10 @@ def _checked(path: Path, frame: pd.DataFrame, required: tuple[str, ...]) -> pd.D
 
 def load_stats(path: Path) -> tuple[pd.DataFrame, pd.Series]:
     """Per-request rows of stats_stats.csv (sorted by name) and the Aggregated total row."""
-    frame = _read_csv(path, STATS_COLUMNS, required=("Request Count", "Failure Count")).rename(columns=STATS_RENAME)
+    header = set(_header(path)) if path.is_file() else set()
+    columns = {**STATS_COLUMNS, **{c: "float64" for c in CDF_PERCENTS if c in header and c not in STATS_COLUMNS}}
+    frame = _read_csv(path, columns, required=("Request Count", "Failure Count")).rename(columns=STATS_RENAME)
+    frame = frame.rename(columns={c: f"cdf_{c}" for c in CDF_PERCENTS if c not in STATS_COLUMNS})
     is_total = (frame["name"] == TOTAL_NAME) & (frame["method"] == "")
     if frame.empty:
         raise InputError(f"{path}: no requests recorded (header only: empty run); nothing to analyse")
@@ -196,7 +203,7 @@ def timeline(history: pd.DataFrame, min_bin_s: int = 1) -> tuple[pd.DataFrame, i
 
 
 def load_summary(path: Path) -> dict | None:
-    """summary.json written by verdict.py, or None when the run has none."""
+    """summary.json written at the end of the run, or None when the run has none."""
     if not path.exists():
         return None
     try:
@@ -238,11 +245,39 @@ def load_run(folder: Path, *, with_history: bool = True) -> Run:
     endpoints, total = load_stats(folder / STATS_CSV)
     summary = load_summary(folder / SUMMARY_JSON)
     endpoints = _add_uncalled_from_summary(endpoints, summary)
+    endpoints, total = _one_percentile_rule(endpoints, total, summary)
     run = Run(folder=folder, endpoints=endpoints, total=total, summary=summary)
     if with_history:
         run.history = load_history(folder / HISTORY_CSV)
         run.failures = load_failures(folder / FAILURES_CSV)
     return run
+
+
+PERCENTILE_COLUMNS = ("p50_ms", "p95_ms", "p99_ms")
+
+
+def _one_percentile_rule(endpoints: pd.DataFrame, total: pd.Series, summary: dict | None):
+    """Percentiles by the rule summary.json uses (format.ordered_percentiles); summary.json's own figures
+    win when present, so summary.md, the console and summary.json show the same digits."""
+    listed = {(str(e.get("method") or ""), str(e.get("name"))): e
+              for e in (summary or {}).get("endpoints") or [] if isinstance(e, dict)}
+    totals = (summary or {}).get("totals") if isinstance((summary or {}).get("totals"), dict) else None
+
+    def fixed(row, known):
+        source = row
+        if known and known.get("requests") == row["requests"] and all(known.get(c) is not None for c in PERCENTILE_COLUMNS):
+            source = known  # (re-applying the rule is a no-op on new summaries, and fixes older ones)
+        values = ordered_percentiles(*(source[c] for c in PERCENTILE_COLUMNS), lowest=row["min_ms"], highest=row["max_ms"])
+        return tuple(np.nan if v is None else v for v in values)
+
+    if not endpoints.empty:
+        rows = [fixed(r, listed.get((r["method"], r["name"]))) for r in endpoints.to_dict("records")]
+        endpoints = endpoints.copy()
+        endpoints[list(PERCENTILE_COLUMNS)] = pd.DataFrame(rows, index=endpoints.index, columns=list(PERCENTILE_COLUMNS))
+    total = total.copy()
+    for column, value in zip(PERCENTILE_COLUMNS, fixed(total, totals)):
+        total[column] = value
+    return endpoints, total
 
 
 def _add_uncalled_from_summary(endpoints: pd.DataFrame, summary: dict | None) -> pd.DataFrame:

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .format import fmt_ms, fmt_num
+from .format import fmt_count, fmt_ms, fmt_points, fmt_sample, fmt_num
 
-TABLE_HEADERS = ("Request", "Requests", "Failures", "Failure %", "Median ms", "p95 ms", "p99 ms",
+TABLE_HEADERS = ("Request", "Requests", "Failures", "Failure %", "p50 ms", "p95 ms", "p99 ms",
                  "Average ms", "Max ms", "Req/s")
 
 
@@ -30,18 +30,26 @@ def table_rows(endpoints: pd.DataFrame, total: pd.Series) -> list[list[str]]:
         if r["requests"] == 0:
             rows.append([label, "0", "0", "-", *(["not called"] + ["-"] * 4), "-"])
             continue
-        rows.append([label, str(int(r["requests"])), str(int(r["failures"])), fmt_num(r["failure_pct"]),
-                     fmt_ms(r["p50_ms"]), fmt_ms(r["p95_ms"]), fmt_ms(r["p99_ms"]), fmt_ms(r["avg_ms"]),
-                     fmt_ms(r["max_ms"]), fmt_num(r["rps"])])
+        count = r["requests"]
+        rows.append([label, fmt_count(count), fmt_count(r["failures"]), fmt_points(r["failure_pct"]),
+                     *(fmt_sample(count, fmt_ms(r[c])) for c in ("p50_ms", "p95_ms", "p99_ms")),
+                     fmt_ms(r["avg_ms"]), fmt_ms(r["max_ms"]), fmt_num(r["rps"])])
     return rows
 
 
-def text_table(headers, rows) -> str:
-    """A plain aligned table for the terminal: text left, numbers right."""
+def has_small_samples(endpoints: pd.DataFrame) -> bool:
+    from .format import SMALL_SAMPLE
+    counts = endpoints["requests"]
+    return bool(((counts > 0) & (counts < SMALL_SAMPLE)).any())
+
+
+def text_table(headers, rows, text_columns: tuple[int, ...] = (0,)) -> str:
+    """A plain aligned table for the terminal: text columns left, numbers right."""
     widths = [max(len(str(h)), *(len(r[i]) for r in rows)) if rows else len(str(h)) for i, h in enumerate(headers)]
+    text = {i % len(headers) for i in text_columns}
 
     def line(cells):
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return "  ".join(c.ljust(w) if i in text else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
     return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
 
@@ -50,9 +58,10 @@ def md_escape(text) -> str:
     return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
-def md_table(headers, rows, left: int = 1) -> str:
-    """A GitHub Markdown table: the first `left` columns left-aligned, the rest (numbers) right-aligned."""
+def md_table(headers, rows, left: int = 1, text_columns: tuple[int, ...] = ()) -> str:
+    """A GitHub Markdown table: the first `left` columns (and `text_columns`) left-aligned, numbers right-aligned."""
+    text = set(range(left)) | {i % len(headers) for i in text_columns}
     out = ["| " + " | ".join(md_escape(h) for h in headers) + " |",
-           "|" + "|".join([":---"] * left + ["---:"] * (len(headers) - left)) + "|"]
+           "|" + "|".join(":---" if i in text else "---:" for i in range(len(headers))) + "|"]
     out += ["| " + " | ".join(md_escape(c) for c in r) + " |" for r in rows]
     return "\n".join(out)

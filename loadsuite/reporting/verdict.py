@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Iterable
 from xml.sax.saxutils import escape, quoteattr
 
-from .format import fmt_metric
+from .format import fmt_metric, ordered_percentiles
 
 METRICS = ("error_rate", "p95_ms", "p99_ms", "avg_ms", "min_rps")
 
@@ -43,6 +43,9 @@ def entry_metrics(entry) -> dict[str, Any]:
     """The numbers summary.json and the thresholds use, from one Locust StatsEntry."""
     requests = entry.num_requests
     called = requests > 0
+    p50, p95, p99 = ordered_percentiles(
+        *(entry.get_response_time_percentile(q) for q in (0.5, 0.95, 0.99)),
+        lowest=entry.min_response_time, highest=entry.max_response_time) if called else (None, None, None)
     return {
         "requests": requests,
         "failures": entry.num_failures,
@@ -51,9 +54,9 @@ def entry_metrics(entry) -> dict[str, Any]:
         "avg_ms": _number(entry.avg_response_time) if called else None,
         "min_ms": _number(entry.min_response_time) if called else None,
         "max_ms": _number(entry.max_response_time) if called else None,
-        "p50_ms": _number(entry.get_response_time_percentile(0.5)) if called else None,
-        "p95_ms": _number(entry.get_response_time_percentile(0.95)) if called else None,
-        "p99_ms": _number(entry.get_response_time_percentile(0.99)) if called else None,
+        "p50_ms": _number(p50),
+        "p95_ms": _number(p95),
+        "p99_ms": _number(p99),
     }
 
 
@@ -105,24 +108,11 @@ def decide(thresholds: list[ThresholdResult], consistency: dict[str, Any], requi
     return {"passed": passed, "exit_code": 0 if passed else 1, "reasons": reasons}
 
 
-def verdict_table(summary: dict[str, Any]) -> str:
-    """A short human table of thresholds, the oracle and the verdict for the end of a run."""
-    lines = ["", "=== Verdict " + "=" * 60, f"{'threshold':<34}{'limit':>14}{'observed':>16}  result"]
-    for row in summary["thresholds"]:
-        limit = fmt_metric(row["metric"], row["limit"])
-        observed = "no requests" if row["observed"] is None else fmt_metric(row["metric"], row["observed"])
-        lines.append(f"{row['metric'] + ' ' + row['scope']:<34}{limit:>14}{observed:>16}  {'pass' if row['passed'] else 'FAIL'}")
-    consistency = summary["consistency"]
-    if consistency.get("enabled"):
-        state = {True: "pass", False: "FAIL", None: "inconclusive"}[consistency.get("passed")]
-        lines.append(f"{'consistency (inventory oracle)':<34}{'':>14}{consistency.get('products_checked', 0):>10} prod.  {state}")
-        order = {"conservation": 0, "oversell": 1, "negative_stock": 2, "lost_update": 3}
-        violations = sorted(consistency.get("violations", []), key=lambda v: order.get(v["kind"], 9))
-        for violation in violations[:10]:
-            lines.append(f"  {violation['kind']}: {violation['product']}: {violation['message']}")
-    verdict = summary["verdict"]
-    lines.append(f"verdict: {'PASS' if verdict['passed'] else 'FAIL'} (exit code {verdict['exit_code']})")
-    return "\n".join(lines)
+def verdict_table(summary: dict[str, Any], folder: Path | str | None = None, colour: bool = False) -> str:
+    """The verdict block for the end of a run (one renderer: reporting/console.py)."""
+    from .console import verdict_block
+    return verdict_block(summary, folder if folder is not None else Path("results") / str(summary.get("run_id", "")),
+                         colour)
 
 
 def write_summary(folder: Path, summary: dict[str, Any]) -> Path:

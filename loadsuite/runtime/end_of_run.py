@@ -5,10 +5,12 @@ as a test stops (web UI). The process exit code is the verdict's (0 pass, 1 fail
 """
 from __future__ import annotations
 
+import atexit
 import csv
 import io
 import logging
 import os
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,42 +19,95 @@ from typing import Any
 from locust.runners import MasterRunner, WorkerRunner
 
 from .. import openmodel, oracle
+from ..oracle import wiring as oracle_wiring
+from ..config.urls import redact
 from ..reporting import verdict
+from ..reporting.console import use_colour
 from .custom_stats import STATS
 from .run import SuiteRun
 
 logger = logging.getLogger("product_service_suite")
 
 
+EXIT_UNWRITABLE = 4  # "results could not be written" (run_tests.sh --help, README)
+
+
 def on_quitting(run: SuiteRun, environment, **_kwargs) -> None:
     if isinstance(environment.runner, WorkerRunner) or run.started_at is None:
         return
+    run.ending = True
     summary = finish(run, environment)
-    environment.process_exit_code = summary["verdict"]["exit_code"]
-    _ensure_html_report(run, environment)
-    _write_final_csv(environment)
+    _write_html_report(run, environment)
+    _write_final_csv(run, environment)
+    environment.process_exit_code = EXIT_UNWRITABLE if run.write_errors else summary["verdict"]["exit_code"]
+    if run.write_errors:
+        print(f"results could not be written ({run.write_errors[0]}): free space or fix permissions in "
+              f"{results_dir(run, environment)}; the verdict above stands (exit code {EXIT_UNWRITABLE})",
+              file=sys.stderr, flush=True)
 
 
 def finish(run: SuiteRun, environment) -> dict[str, Any]:
-    """Run the oracle, judge the thresholds, write the run's reports; idempotent per run."""
+    """Run the oracle, judge the thresholds, print the verdict, write the run's reports; idempotent per run.
+
+    A full or read-only disk never hides the verdict: it is printed first, and every file that cannot be
+    written is recorded in run.write_errors (the exit code becomes 4)."""
     if run.finalized is not None:
         return run.finalized
     config = run.config
     folder = results_dir(run, environment)
-    folder.mkdir(parents=True, exist_ok=True)
     oracle_result = oracle.finalize(environment) if config.oracle.enabled else None
     consistency = oracle_result.to_dict() if oracle_result is not None else {"enabled": False, "passed": None}
     consistency["enabled"] = oracle_result is not None
+    if oracle_result is not None:
+        consistency.update(oracle_wiring.receipt(environment))
     custom = STATS.snapshot()
-    write_custom_report(folder)
     summary = build_summary(run, environment, consistency, custom)
-    verdict.write_summary(folder, summary)
-    verdict.write_junit(folder, summary)
     print(custom_table(), flush=True)
-    print(verdict.verdict_table(summary), flush=True)
-    print(f"results: {folder}", flush=True)
+    for line in summary["lost"]:
+        print(f"lost: {line}", flush=True)
+    if summary["setup_s"] >= 1:
+        print(f"setup (start snapshot, contention stock) took {summary['setup_s']:g} s of the run's clock: "
+              f"{summary['load_s']:g} s of load were applied", flush=True)
+    written = all([_try_write(run, name, write) for name, write in (
+        ("the results folder", lambda: folder.mkdir(parents=True, exist_ok=True)),
+        ("custom_report.csv", lambda: write_custom_report(folder)),
+        ("summary.json", lambda: verdict.write_summary(folder, summary)),
+        ("junit.xml", lambda: verdict.write_junit(folder, summary)))])
+    if not written:  # nothing for run_tests.sh to read the verdict from: the console gets it now
+        print(verdict.verdict_table(summary, folder, use_colour(sys.stdout)), flush=True)
+    # Otherwise the verdict block is printed once, as the last lines of the run: Locust prints its final stats
+    # table after this listener, so run_tests.sh prints the block after Locust exits (python -m
+    # loadsuite.cli.verdict), and Locust run directly (`locust -f locustfile.py`) prints it from an exit handler.
+    elif os.environ.get(VERDICT_PRINTED_BY_WRAPPER) != "1" and _locust_is_the_program():
+        atexit.register(_print_verdict_last, summary, folder)
     run.finalized = summary
     return summary
+
+
+VERDICT_PRINTED_BY_WRAPPER = "LOADSUITE_VERDICT_LAST"  # run_tests.sh sets it and prints the block itself
+
+
+def _locust_is_the_program() -> bool:
+    """`locust ...` or `python -m locust ...`: not a test or another program embedding the suite."""
+    program = Path(sys.argv[0] if sys.argv else "")
+    return program.name == "locust" or (program.name == "__main__.py" and program.parent.name == "locust")
+
+
+def _print_verdict_last(summary: dict[str, Any], folder: Path) -> None:
+    try:
+        print(verdict.verdict_table(summary, folder, use_colour(sys.stdout)), flush=True)
+    except (OSError, ValueError):  # stdout already closed: nothing left to show
+        pass
+
+
+def _try_write(run: SuiteRun, name: str, write) -> bool:
+    try:
+        write()
+        return True
+    except OSError as error:
+        run.write_errors.append(f"{name}: {error.strerror or error.__class__.__name__}")
+        logger.error("could not write %s: %s", name, error.strerror or error)
+        return False
 
 
 def build_summary(run: SuiteRun, environment, consistency: dict[str, Any], custom: dict[str, Any]) -> dict[str, Any]:
@@ -68,12 +123,17 @@ def build_summary(run: SuiteRun, environment, consistency: dict[str, Any], custo
     planned = getattr(options, "run_time", None) if options else None
     runner = environment.runner
     lost = [client.id for client in runner.clients.all if client.state == "missing"] if isinstance(runner, MasterRunner) else []
+    load_started = run.load_started_at or ended
     return {
         "run_id": results_dir(run, environment).name,
-        "host": environment.host or config.service.base_url,
+        "host": redact(environment.host or config.service.base_url),
         "started_at": _iso(started),
         "ended_at": _iso(ended),
         "duration_s": round(ended - started, 2),
+        # load_s: seconds users could run (test start listeners done -> stop); setup_s: what the start snapshot
+        # and contention setup took out of the run's -t clock (Locust arms it before they run).
+        "load_s": round(max(0.0, ended - load_started), 2),
+        "setup_s": round(max(0.0, load_started - started), 2),
         "interrupted": run.interrupted or (bool(planned) and (ended - started) < planned - max(5.0, planned * 0.1)),
         "client": config.service.client,
         "shape": config.load_shape.name,
@@ -87,6 +147,8 @@ def build_summary(run: SuiteRun, environment, consistency: dict[str, Any], custo
         "consistency": consistency,
         "open_model": openmodel.summary(environment),
         "monitoring": run.monitor.stats() if run.monitor is not None else None,
+        "lost": [f"worker {worker}: stopped answering (no heartbeat); its traffic after that and its oracle records "
+                 f"never arrived, so its buys are unknown to the oracle" for worker in lost],
         "verdict": decision,
     }
 
@@ -123,24 +185,55 @@ def custom_table() -> str:
     return "\n".join(lines)
 
 
-def _ensure_html_report(run: SuiteRun, environment) -> None:
-    """Locust writes report.html on a normal end and on Ctrl-C but not on SIGTERM: write it if missing."""
+def guard_locust_csv_writer() -> None:
+    """Locust's once-a-second CSV writer raises on a full disk: a traceback from its greenlet, and another
+    from close_files() at exit that skips the exit code. Stop it with one logged line instead; the final
+    CSVs are rewritten by _write_final_csv, which records the failure (exit code 4). Idempotent."""
+    from locust.stats import StatsCSVFileWriter
+    if getattr(StatsCSVFileWriter, "_suite_guarded", False):
+        return
+    write, close = StatsCSVFileWriter.stats_writer, StatsCSVFileWriter.close_files
+
+    def stats_writer(self) -> None:
+        try:
+            write(self)
+        except OSError as error:
+            logger.error("Locust's CSV writer stopped: %s", error.strerror or error)
+
+    def close_files(self) -> None:
+        try:
+            close(self)
+        except OSError as error:
+            logger.error("Locust's CSV files could not be closed: %s", error.strerror or error)
+
+    StatsCSVFileWriter.stats_writer, StatsCSVFileWriter.close_files = stats_writer, close_files
+    StatsCSVFileWriter._suite_guarded = True
+
+
+def take_over_html_report(run: SuiteRun, environment) -> None:
+    """Write report.html ourselves, after summary.json: Locust writes it before the quitting hooks run, and
+    an error there (a full disk) would skip them all; it also skips it on SIGTERM. Called from init."""
     options = environment.parsed_options
     html_file = getattr(options, "html_file", None) if options else None
-    if not html_file or "{" in html_file:
+    if html_file and "{" not in html_file and not isinstance(environment.runner, WorkerRunner):
+        run.html_file, options.html_file = html_file, None
+
+
+def _write_html_report(run: SuiteRun, environment) -> None:
+    if not run.html_file:
         return
-    path = Path(html_file)
-    if path.exists() and run.started_at and path.stat().st_mtime >= run.started_at:
-        return
+    from locust.html import get_html_report
     try:
-        from locust.html import get_html_report
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(get_html_report(environment, show_download_link=False), encoding="utf-8")
+        html = get_html_report(environment, show_download_link=False)
     except Exception as error:  # a report must never turn a finished run into a crash
-        logger.error("could not write %s: %s", html_file, error)
+        logger.error("could not build %s: %s", run.html_file, error)
+        return
+    path = Path(run.html_file)
+    _try_write(run, path.name, lambda: (path.parent.mkdir(parents=True, exist_ok=True),
+                                        path.write_text(redact_text(html, environment.host), encoding="utf-8")))
 
 
-def _write_final_csv(environment) -> None:
+def _write_final_csv(run: SuiteRun, environment) -> None:
     """Locust rewrites its CSVs once a second and not at the end (locust#1806, #2299): write the final
     stats, failures and exceptions so the CSVs agree with summary.json and the console."""
     options = environment.parsed_options
@@ -149,13 +242,19 @@ def _write_final_csv(environment) -> None:
         return
     from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
     writer = StatsCSV(environment, PERCENTILES_TO_REPORT)
-    try:
-        for suffix, write in (("_stats.csv", writer.requests_csv), ("_failures.csv", writer.failures_csv),
-                              ("_exceptions.csv", writer.exceptions_csv)):
-            with open(prefix + suffix, "w", newline="", encoding="utf-8") as file:
+    for suffix, write in (("_stats.csv", writer.requests_csv), ("_failures.csv", writer.failures_csv),
+                          ("_exceptions.csv", writer.exceptions_csv)):
+        def rewrite(path=prefix + suffix, write=write) -> None:
+            with open(path, "w", newline="", encoding="utf-8") as file:
                 write(csv.writer(file))
-    except OSError as error:
-        logger.error("could not write the final CSV files of %s: %s", prefix, error)
+        _try_write(run, Path(prefix + suffix).name, rewrite)
+
+
+def redact_text(text: str, url: str | None) -> str:
+    """text with a URL's user info (if any slipped through) replaced, as redact() does."""
+    if url and "@" in url:
+        return text.replace(url, redact(url))
+    return text
 
 
 def _iso(timestamp: float) -> str:

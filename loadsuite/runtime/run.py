@@ -18,6 +18,7 @@ import gevent
 from locust.runners import MasterRunner, WorkerRunner
 
 from ..config import SuiteConfig
+from ..config.urls import normalise_base_url
 from ..names import CONTENTION_USER
 from ..service_client import ServiceClient, first_product_name
 from .custom_stats import STATS
@@ -41,7 +42,12 @@ class SuiteRun:
         self.monitor = None
         self.finalized: dict[str, Any] | None = None
         self.interrupted = False
+        self.interrupts = 0
         self.trimmer: gevent.Greenlet | None = None
+        self.load_started_at: float | None = None  # when the test_start listeners (setup) were done
+        self.html_file: str | None = None  # report.html, written by end_of_run after summary.json
+        self.write_errors: list[str] = []
+        self.ending = False  # the end of the run (oracle, reports) has begun: an interrupt no longer cuts it
 
     def current_summary(self) -> dict[str, Any] | None:
         """The last finished run's summary (what summary.json holds), or None while a run is going on."""
@@ -59,6 +65,8 @@ class SuiteRun:
     def on_test_start(self, environment, **_kwargs) -> None:
         STATS.reset()
         self.started_at, self.stopped_at, self.finalized = time.time(), None, None
+        self.load_started_at = None
+        self.ending = False
         self.peak_users = 0
         if isinstance(environment.runner, WorkerRunner):
             return
@@ -67,10 +75,20 @@ class SuiteRun:
         if any(cls.__name__ == CONTENTION_USER for cls in environment.user_classes):
             self._prepare_contention(environment)
 
+    def on_load_start(self, **_kwargs) -> None:
+        """The last test_start listener: setup is done, users start now, unless an interrupt came during setup."""
+        self.load_started_at = time.time()
+        if self.interrupted and gevent.getcurrent() is not gevent.get_hub().parent:
+            # Locust fires test_start in the greenlet that then spawns the users: ending it here (GreenletExit
+            # passes through Locust's listener guard, quietly) means no user starts after the signal.
+            logger.info("interrupted during setup: no user is started")
+            raise gevent.GreenletExit
+
     def on_spawning_complete(self, user_count: int, **_kwargs) -> None:
         self.peak_users = max(self.peak_users, user_count)
 
     def on_test_stopping(self, environment, **_kwargs) -> None:
+        self.ending = True
         runner = environment.runner
         self.peak_users = max(self.peak_users, runner.user_count if runner else 0)
         if isinstance(runner, MasterRunner):
@@ -78,8 +96,14 @@ class SuiteRun:
 
     def on_test_stop(self, environment, finish: Callable[[Any], Any], **_kwargs) -> None:
         self.stopped_at = time.time()
+        self.ending = True
         if environment.web_ui is not None and not isinstance(environment.runner, WorkerRunner):
-            gevent.spawn(finish, environment)  # the UI shows the verdict as soon as a test stops
+            def finish_then_allow_quit() -> None:  # the UI shows the verdict as soon as a test stops
+                try:
+                    finish(environment)
+                finally:
+                    self.ending = False  # between tests, Ctrl-C quits the web UI as usual
+            gevent.spawn(finish_then_allow_quit)
 
     def watch_interrupts(self) -> None:
         """Remember a Ctrl-C (run_tests.sh turns SIGTERM into SIGINT too) so the summary says the run was cut short.
@@ -89,6 +113,15 @@ class SuiteRun:
         that receives the workers' messages), which kills that greenlet and prints a traceback.
         """
         def on_interrupt() -> None:
+            self.interrupts += 1
+            if self.interrupts > 1:  # the second one: out at once (run_tests.sh says the same when it gets it)
+                print("second interrupt: stopped at once without waiting for users or reports", file=sys.stderr,
+                      flush=True)
+                os._exit(130)
+            if self.ending:  # the load is over; the oracle and the reports have deadlines: let them finish
+                print("interrupt: the run is already ending; writing its results (a second interrupt stops at once)",
+                      file=sys.stderr, flush=True)
+                return
             self.interrupted = True
             hub = gevent.get_hub()
             hub.loop.run_callback(hub.parent.throw, KeyboardInterrupt)  # what gevent does with a KeyboardInterrupt
@@ -110,6 +143,31 @@ class SuiteRun:
         # Not recorded in the ledger: the oracle's own test_start listener runs after this one, clears the
         # ledger and snapshots the start stock, so this value is the oracle's starting point.
         logger.info("contention: %r set to stock %d (%s)", name, stock, outcome)
+
+
+def refuse_bad_locust_arguments(config: SuiteConfig, argv: list[str] | None = None) -> None:
+    """When Locust itself runs the locustfile: its user classes, tags and --host checked as run_tests.sh checks
+    them (one line, exit 2, before any traffic). Inside other programs (pytest, an embedded Environment) nothing."""
+    argv = sys.argv if argv is None else argv
+    program = Path(argv[0]).parts[-2:] if argv else ()
+    if not program or not (program[-1] == "locust" or tuple(program) == ("locust", "__main__.py")):
+        return
+    from ..cli.run_args import UsageError, check_locust_arguments
+    try:
+        check_locust_arguments(argv[1:], config)
+    except UsageError as error:
+        print(f"usage error: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+def normalise_host(environment) -> None:
+    """--host as run_tests.sh's HOST: trailing slash dropped, path prefix kept (user info was refused earlier)."""
+    if environment.host:
+        try:
+            environment.host = normalise_base_url(environment.host)
+        except ValueError as error:
+            print(f"usage error: --host {error}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
 
 
 def select_user_classes(environment) -> None:

@@ -49,6 +49,7 @@ def install(environment, current_summary: Summary, custom_stats: Callable[[], di
     if web_ui.web_login:
         install_login(environment, web_login_credentials())
 
+    offer_default_classes(environment, web_ui)
     web_ui.template_args["extended_tabs"] = [{"key": TAB_KEY, "title": TAB_TITLE}]
     web_ui.template_args["extended_tables"] = [
         {"key": TAB_KEY, "structure": [{"key": key, "title": title} for key, title in COLUMNS]}]
@@ -67,6 +68,30 @@ def install(environment, current_summary: Summary, custom_stats: Callable[[], di
         report["extended_stats"] = [{"key": TAB_KEY, "data": tab_rows(summary, custom_stats(), runner.state)}]
         response.set_data(json.dumps(report))
         return response
+
+
+def offer_default_classes(environment, web_ui) -> None:
+    """The class picker starts with the classes a default run uses and shows the real target.
+
+    Locust's picker ticks every class it lists, so it lists the classes `select_user_classes` kept at init
+    (ContentionUser only when named: `./run_tests.sh ui -- ContentionUser`), and its host column shows the
+    run's target (--host), not the `host` attribute the classes carry from config.yaml.
+    """
+    kept = [cls.__name__ for cls in environment.user_classes]
+    update_template_args = web_ui.update_template_args
+
+    def update_with_defaults() -> None:
+        update_template_args()
+        args = web_ui.template_args
+        if args.get("available_user_classes"):
+            args["available_user_classes"] = [name for name in args["available_user_classes"] if name in kept]
+        if args.get("users"):
+            target = environment.host or args.get("host") or ""
+            args["users"] = {name: {**user, "host": target or user.get("host")}
+                             for name, user in args["users"].items() if name in kept}
+
+    web_ui.update_template_args = update_with_defaults
+    update_with_defaults()
 
 
 def web_login_credentials(env: Mapping[str, str] | None = None) -> tuple[str, str]:

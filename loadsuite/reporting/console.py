@@ -1,0 +1,77 @@
+"""The verdict block printed at the end of every run: thresholds (limit and observed), the oracle's counts,
+where the results are, and the verdict as the last line; colour on a terminal, plain otherwise."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping, TextIO
+
+from .format import fmt_metric
+
+GREEN, RED, YELLOW, BOLD, RESET = "\033[32m", "\033[31m", "\033[33m", "\033[1m", "\033[0m"
+RESULT_FILES = ("summary.md", "report.html", "junit.xml", "summary.json")
+ORACLE_WORDS = {"products_checked": "products checked", "inconclusive": "inconclusive",
+                "violations_total": "violations", "dropped_records": "records dropped"}
+SKIP_ORACLE_KEYS = {"enabled", "passed"}
+
+
+def use_colour(stream: TextIO, env: Mapping[str, str] | None = None) -> bool:
+    env = os.environ if env is None else env
+    if env.get("NO_COLOR"):
+        return False
+    if env.get("FORCE_COLOR"):
+        return True
+    return hasattr(stream, "isatty") and stream.isatty() and env.get("TERM") != "dumb"
+
+
+def oracle_counts(consistency: Mapping[str, Any]) -> str:
+    """'12 products checked, 0 inconclusive, 0 violations, ...': every count the oracle reports."""
+    counts = dict(consistency)
+    if "violations_total" not in counts and isinstance(counts.get("violations"), list):
+        counts["violations_total"] = len(counts["violations"])
+    parts = [f"{counts[key]} {word}" for key, word in ORACLE_WORDS.items()
+             if isinstance(counts.get(key), int) and not isinstance(counts.get(key), bool)]
+    parts += [f"{value} {key.replace('_', ' ')}" for key, value in counts.items()
+              if key not in ORACLE_WORDS and key not in SKIP_ORACLE_KEYS
+              and isinstance(value, int) and not isinstance(value, bool)]
+    return ", ".join(parts) or "no counts"
+
+
+def verdict_block(summary: Mapping[str, Any], folder: Path | str, colour: bool = False) -> str:
+    """The compact block; the verdict line is the last line."""
+    def paint(text: str, code: str) -> str:
+        return f"{code}{text}{RESET}" if colour else text
+
+    rows = []
+    for row in summary.get("thresholds") or []:
+        metric = str(row.get("metric"))
+        relation = ">=" if metric == "min_rps" else "<="
+        rows.append((f"{metric} {row.get('scope')}", f"{relation} {fmt_metric(metric, row.get('limit'))}",
+                     fmt_metric(metric, row.get("observed")), bool(row.get("passed"))))
+    width = max([len("threshold"), *(len(r[0]) for r in rows)])
+    lines = [paint("=== Verdict " + "=" * 60, BOLD)]
+    if rows:
+        lines.append(f"{'threshold':<{width}}  {'limit':>14}  {'observed':>14}  result")
+        for name, limit, observed, passed in rows:
+            lines.append(f"{name:<{width}}  {limit:>14}  {observed:>14}  "
+                         + (paint("pass", GREEN) if passed else paint("FAIL", RED)))
+    else:
+        lines.append("thresholds: none configured")
+    consistency = summary.get("consistency") or {}
+    if consistency.get("enabled"):
+        state = consistency.get("passed")
+        word = {True: paint("pass", GREEN), False: paint("FAIL", RED)}.get(state, paint("inconclusive", YELLOW))
+        lines.append(f"oracle: {word}: {oracle_counts(consistency)}")
+        for violation in (consistency.get("violations") or [])[:5]:
+            lines.append(f"  {violation.get('kind')}: {violation.get('product')}: {violation.get('message')}")
+    else:
+        lines.append("oracle: disabled")
+    if summary.get("interrupted"):
+        lines.append(paint("interrupted: the numbers cover only the part that ran", YELLOW))
+    present = [name for name in RESULT_FILES if (Path(folder) / name).exists()]
+    lines.append(f"results: {folder}" + (f" ({', '.join(present)})" if present else ""))
+    verdict = summary.get("verdict") or {}
+    passed = bool(verdict.get("passed"))
+    word = paint("PASS", BOLD + GREEN) if passed else paint("FAIL", BOLD + RED)
+    lines.append(f"verdict: {word} (exit code {verdict.get('exit_code', 1)})")
+    return "\n".join(lines)
