@@ -14,9 +14,8 @@ import gevent
 
 import monitoring
 
-from loadsuite import oracle
+from loadsuite import openmodel, oracle
 from loadsuite.config import SuiteConfig, influxdb_token
-from loadsuite.openmodel import latency_correction, pacing
 from loadsuite.runtime import end_of_run
 from loadsuite.runtime.attach import attach_listeners
 from loadsuite.runtime.custom_stats import STATS
@@ -54,8 +53,7 @@ def _on_init(run: SuiteRun, environment) -> None:
     normalise_host(environment)
     end_of_run.take_over_html_report(run, environment)
     select_user_classes(environment)
-    pairs = list(pacing.attach(environment))
-    pairs += latency_correction.install(environment)  # after pacing: only when an open model is active
+    pairs = openmodel.install(environment, config.load_shape)  # none without an open model
     if config.oracle.enabled:
         oracle.install(environment, config.oracle)
         pairs += oracle.listeners(environment)

@@ -19,7 +19,7 @@ import event_hooks
 from config_loader import get_config_or_exit
 from custom_load_shape import all_shape_classes, shape_class_or_exit
 from loadsuite.names import ALL_USER_TYPES, USER_TYPE_TASKS
-from loadsuite.openmodel.pacing import paced_wait_time
+from loadsuite.openmodel import executor_for
 from loadsuite.oracle import recorder
 from shared_data import ProductCache
 from test_data import EDGE_CASES, INVALID_BUY_PAYLOADS, INVALID_STOCK_PAYLOADS
@@ -61,10 +61,14 @@ class ShopUser(_client_base()):
 
     abstract = True
     host = CONFIG.service.base_url
-    wait_time = paced_wait_time(CONFIG.load_shape, fallback=THINK_TIME) or THINK_TIME
+    wait_time = THINK_TIME  # closed model; with load_shape.target_rps the open model's executor starts task runs
     network_timeout = CONFIG.service.request_timeout_seconds
     connection_timeout = CONFIG.service.request_timeout_seconds
     insecure = False
+
+    def run(self) -> None:
+        executor = executor_for(self.environment)  # None in the closed model
+        return super().run() if executor is None else executor.serve(self)
 
     def on_start(self) -> None:
         if not isinstance(self, FastHttpUser):

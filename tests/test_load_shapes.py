@@ -1,8 +1,7 @@
-"""Load shapes and open-model pacing: tick() sequences on a fake clock, validation, pacing math, one real run."""
+"""Load shapes and the open model's target rate: tick() sequences on a fake clock, validation, shares, one real run."""
 from __future__ import annotations
 
 import csv
-import json
 import subprocess
 import sys
 import textwrap
@@ -11,10 +10,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from locust.runners import MasterRunner, WorkerRunner
+from locust.runners import MasterRunner
 
 import custom_load_shape
-from loadsuite.openmodel import pacing
+from loadsuite.openmodel import rate as rate_module
 from config_loader import load_config, ConfigError, LoadShapeConfig, parse_config
 from custom_load_shape import ProfileShape, ascii_plot, profile_for, shape_class_for
 
@@ -22,10 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class FakeUser:
-    def __init__(self, environment=None, started_at=None):
-        self.environment = environment
-        if started_at is not None:
-            self._cp_last_run = started_at  # Locust's User.__init__ stamps this (perf_counter) for pacing
+    pass
 
 
 class OtherUser(FakeUser):
@@ -213,7 +209,7 @@ def test_shipped_config_yaml_has_the_default_shapes():
     assert load_config(ROOT / "config.yaml", env={}).load_shape == parse_config({}).load_shape
 
 
-# --- open-model pacing ------------------------------------------------------------------------------
+# --- the open model's target rate (stages, workers, achieved) -------------------------------------------
 
 class FakeClock:
     def __init__(self):
@@ -228,76 +224,32 @@ def fake_environment(users: int, shape=None, requests: int = 0):
     return SimpleNamespace(runner=SimpleNamespace(user_count=users), shape_class=shape, stats=stats)
 
 
-def never(_user):
-    raise AssertionError("the fallback wait must not be used while a target applies")
-
-
-@pytest.mark.parametrize("users, target, task_seconds", [(4, 20.0, 0.05), (10, 200.0, 0.01), (3, 1.5, 0.9)])
-def test_pacing_holds_per_user_rate_target_over_users_counting_task_run_time(users, target, task_seconds):
-    clock = FakeClock()
-    model = pacing.OpenModel(target, clock=clock, wall_clock=clock)
-    environment = fake_environment(users)
-    wait_time = model.wait_time(fallback=never)
-    user = FakeUser(environment, started_at=clock.t)
-    starts = []
-    for _ in range(40):
-        starts.append(clock.t)
-        clock.t += task_seconds          # the task runs
-        clock.t += wait_time(user)       # then the user sleeps for the paced wait
-    intervals = {round(b - a, 9) for a, b in zip(starts, starts[1:])}
-    assert intervals == {round(users / target, 9)}
-
-
-def test_pacing_falls_behind_when_the_task_outlasts_the_interval_and_intended_start_keeps_the_schedule():
-    clock = FakeClock()
-    model = pacing.OpenModel(10.0, clock=clock, wall_clock=clock)   # 2 users -> 5 per user -> 0.2 s interval
-    user = FakeUser(fake_environment(2), started_at=clock.t)
-    wait_time = model.wait_time(fallback=never)
-    starts, intended = [], []
-    for _ in range(10):
-        starts.append(clock.t)
-        clock.t += 0.5                   # the service is slower than the pace
-        wait = wait_time(user)
-        assert wait == 0
-        intended.append(user._intended_start)
-        clock.t += wait
-    assert starts[-1] - starts[0] == pytest.approx(9 * 0.5)          # achieved: 2 per second, not 5
-    assert intended[-1] - intended[0] == pytest.approx(9 * 0.2)      # the schedule the open model wanted
-    lateness = [s - i for s, i in zip(starts[1:], intended)]
-    assert lateness == sorted(lateness) and lateness[-1] > lateness[0]
-
-
-def test_stage_target_rps_wins_over_overall_and_zero_user_stage_falls_back_to_think_time():
+def test_stage_target_rps_wins_over_overall_and_a_zero_user_stage_has_no_target():
     cls = shape_class_for(load_shape(name="staged", target_rps=30, staged={"stages": [
         {"duration": 5, "users": 5, "spawn_rate": 5, "target_rps": 100},
         {"duration": 5, "users": 5, "spawn_rate": 5},
         {"duration": 5, "users": 0, "spawn_rate": 5}]}))
     shape, shape_clock = shape_at(cls)
-    model = pacing.OpenModel.from_config(load_shape(name="staged", target_rps=30))
+    rate = rate_module.TargetRate.from_config(load_shape(name="staged", target_rps=30))
     environment = fake_environment(5, shape=shape)
     seen = []
     for t in (1, 6, 11, 16):
         shape_clock.t = t
-        seen.append((model.target_rps(environment), model.per_user_rps(environment)))
-    assert seen == [(100, 20), (30, 6), (None, None), (None, None)]
-    user = FakeUser(environment)
-    shape_clock.t = 11
-    assert model.wait_time(fallback=lambda u: 1.25)(user) == 1.25
+        seen.append(rate.target_rps(environment))
+    assert seen == [100, 30, None, None]
 
 
 def test_no_target_anywhere_means_no_open_model():
-    assert pacing.OpenModel.from_config(load_shape(name="staged")) is None
-    assert pacing.OpenModel.from_config(load_shape(staged={"stages": [
+    assert rate_module.TargetRate.from_config(load_shape(name="staged")) is None
+    assert rate_module.TargetRate.from_config(load_shape(staged={"stages": [
         {"duration": 1, "users": 1, "spawn_rate": 1, "target_rps": 3}]})) is not None
 
 
-def test_paced_wait_time_is_none_for_the_closed_model_and_paces_with_a_target(monkeypatch):
-    monkeypatch.setattr(pacing, "_process_model", None)
-    assert pacing.paced_wait_time(load_shape()) is None
-    wait_time = pacing.paced_wait_time(load_shape(target_rps=8), fallback=never)
-    user = FakeUser(fake_environment(4))
-    user._cp_last_run = time.perf_counter()
-    assert 0.45 < wait_time(user) <= 0.5                       # 8 rps over 4 users: one task run per 0.5 s
+def test_max_in_flight_has_a_default_and_a_bound():
+    assert load_shape().max_in_flight == 1000
+    for bad in (0, 10_001):
+        with pytest.raises(ConfigError, match="load_shape.max_in_flight"):
+            parse_config({"load_shape": {"max_in_flight": bad}})
 
 
 def test_shape_class_or_exit_prints_one_line_and_exits_2(capsys):
@@ -308,31 +260,17 @@ def test_shape_class_or_exit_prints_one_line_and_exits_2(capsys):
     assert err.startswith("config error: load_shape.step.max_users") and err.count("\n") == 1
 
 
-def test_worker_paces_its_share_of_the_target_over_its_own_users():
-    class IdleWorker(WorkerRunner):                  # only the runner's type and user count matter here
-        greenlet = None
-        user_count = 5
-
-        def __init__(self):
-            pass
-
-    model = pacing.OpenModel(100.0)
-    environment = SimpleNamespace(runner=IdleWorker(), shape_class=None)
-    assert model.per_user_rps(environment) is None   # no share from the master yet
-    model._on_rate_message(environment, SimpleNamespace(data={"target_rps": 50.0}))
-    assert model.per_user_rps(environment) == 10.0
-
-
-@pytest.mark.parametrize("workers, users, share", [(2, 4, 15.0), (3, 2, 15.0), (2, 0, None)])
-def test_master_sends_each_worker_an_equal_share_of_the_target(workers, users, share):
+@pytest.mark.parametrize("workers, bound, share, bound_share", [(2, 1000, 15.0, 500), (3, 10, 10.0, 4),
+                                                           (0, 10, None, 10)])
+def test_master_sends_each_worker_an_equal_share_of_the_rate_and_the_bound(workers, bound, share, bound_share):
     class RecordingMaster(MasterRunner):
         greenlet = None
         user_count = 0
 
         def __init__(self):
             self.sent = []
-            self.target_user_count = users
-            self.clients = SimpleNamespace(ready=[], spawning=[None], running=[None] * (workers - 1))
+            self.clients = SimpleNamespace(ready=[None] * min(workers, 1), spawning=[],
+                                           running=[None] * max(workers - 1, 0))
 
         def send_message(self, msg_type, data=None, client_id=None):
             self.sent.append((msg_type, data, client_id))
@@ -340,37 +278,40 @@ def test_master_sends_each_worker_an_equal_share_of_the_target(workers, users, s
     master = RecordingMaster()
     environment = SimpleNamespace(runner=master, shape_class=None,
                                   stats=SimpleNamespace(total=SimpleNamespace(num_requests=0)))
-    pacing.OpenModel(30.0).sample(environment)
-    assert master.sent == [(pacing.RATE_MESSAGE, {"target_rps": share}, None)]
+    assert rate_module.TargetRate(30.0, bound).sample(environment) == 30.0
+    assert master.sent == [(rate_module.RATE_MESSAGE, {"target_rps": share, "max_in_flight": bound_share}, None)]
 
 
 def test_report_says_when_the_achieved_rate_falls_short_of_the_target():
     clock = FakeClock()
-    model = pacing.OpenModel(200.0, clock=clock)
+    rate = rate_module.TargetRate(200.0, 1000, clock=clock)
     environment = fake_environment(20)
     for second in range(11):                              # 10 one-second intervals at 143 requests each
         environment.stats.total.num_requests = 143 * second
-        model.sample(environment)
+        rate.sample(environment)
         clock.t += 1
-    report = model.report(environment)
+    report = rate.report(environment)
     assert (report.target_rps, report.achieved_rps, report.seconds, report.met) == (200, 143, 10, False)
-    assert report.message() == "target 200 rps, achieved 143 rps (service too slow for the open model)"
-    environment.runner.user_count = 0                     # the run ends: users gone, final sample
-    model.sample(environment, final=True)
+    assert report.message().startswith("target 200 rps, achieved 143 rps (below target")
+    rate.sample(environment, final=True)
     environment.stats.total.num_requests += 50            # a worker's report arriving after test_stop
-    assert model.report(environment).requests == 1430 + 50
+    assert rate.report(environment).requests == 1430 + 50
 
 
 def test_report_ignores_seconds_without_a_target_and_accepts_a_met_target():
     clock = FakeClock()
-    model = pacing.OpenModel(50.0, clock=clock)
-    environment = fake_environment(0)
-    for users, requests in ((0, 0), (0, 0), (5, 0), (5, 49), (5, 98), (0, 147), (0, 147)):
-        environment.runner.user_count = users
+    cls = shape_class_for(load_shape(name="staged", staged={"stages": [
+        {"duration": 2, "users": 0, "spawn_rate": 5}, {"duration": 3, "users": 5, "spawn_rate": 5, "target_rps": 50},
+        {"duration": 2, "users": 0, "spawn_rate": 5}]}))
+    shape, shape_clock = shape_at(cls)
+    rate = rate_module.TargetRate(None, 1000, clock=clock)
+    environment = fake_environment(5, shape=shape)
+    for second, requests in enumerate((0, 0, 0, 49, 98, 147, 147)):
+        shape_clock.t = second + 0.5
         environment.stats.total.num_requests = requests
-        model.sample(environment)
+        rate.sample(environment)
         clock.t += 1
-    report = model.report(environment)
+    report = rate.report(environment)
     assert (report.seconds, report.requests, report.met) == (3, 147, True)
     assert report.message() == "target 50 rps, achieved 49 rps"
 
@@ -378,37 +319,20 @@ def test_report_ignores_seconds_without_a_target_and_accepts_a_met_target():
 # --- end to end -----------------------------------------------------------------------------------
 
 E2E_LOCUSTFILE = """
-    import json, os
-    from locust import FastHttpUser, between, events, task
-    from locust.runners import WorkerRunner
+    from locust import FastHttpUser, between, task
     from config_loader import load_config
     from custom_load_shape import shape_class_for
-    from loadsuite.openmodel.pacing import OpenModel, achieved_vs_target
 
     cfg = load_config()
-    open_model = OpenModel.from_config(cfg.load_shape)
 
     class HealthUser(FastHttpUser):
-        wait_time = open_model.wait_time(fallback=between(0.5, 1))
+        wait_time = between(0.05, 0.1)
 
         @task
         def health(self):
             self.client.get("/health", name="Health_Check")
 
     ShapeClass = shape_class_for(cfg.load_shape, user_class_names=["HealthUser"])
-
-    @events.init.add_listener
-    def _attach(environment, **_kwargs):
-        open_model.attach(environment)
-        for event, listener in open_model.listeners(environment):
-            getattr(environment.events, event).add_listener(listener)
-
-    @events.quitting.add_listener
-    def _report(environment, **_kwargs):
-        if isinstance(environment.runner, WorkerRunner):
-            return
-        with open(os.environ["RATE_REPORT"], "w") as out:
-            json.dump(achieved_vs_target(environment), out)
 """
 
 E2E_CONFIG = """
@@ -416,9 +340,9 @@ load_shape:
   name: staged
   staged:
     stages:
-      - {duration: 3, users: 2, spawn_rate: 20, target_rps: 20}
-      - {duration: 3, users: 4, spawn_rate: 20, target_rps: 40}
-      - {duration: 2, users: 1, spawn_rate: 20, target_rps: 10}
+      - {duration: 3, users: 2, spawn_rate: 20}
+      - {duration: 3, users: 4, spawn_rate: 20}
+      - {duration: 2, users: 1, spawn_rate: 20}
 """
 
 
@@ -427,7 +351,7 @@ def run_locust(tmp_path, host, config, *extra):
     (tmp_path / "locustfile.py").write_text(textwrap.dedent(E2E_LOCUSTFILE))
     (tmp_path / "config.yaml").write_text(config)
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "CONFIG_PATH": str(tmp_path / "config.yaml"),
-           "RATE_REPORT": str(tmp_path / "rate.json"), "NO_PROXY": "127.0.0.1"}
+           "NO_PROXY": "127.0.0.1"}
     cmd = [sys.executable, "-m", "locust", "-f", str(tmp_path / "locustfile.py"), "--headless",
            "--host", host, "-t", "60", "--csv", str(tmp_path / "stats"), "--csv-full-history",
            "--only-summary", "--loglevel", "WARNING", *extra]
@@ -448,19 +372,3 @@ def test_staged_run_follows_the_stages_and_stops_by_itself(tmp_path, product_ser
     plateaus = [n for i, n in enumerate(counts) if i == 0 or n != counts[i - 1]]
     assert [n for n in plateaus if n in (1, 2, 4)] == [2, 4, 1], counts
     assert counts.count(2) >= 2 and counts.count(4) >= 2, counts
-
-    rate = json.loads((tmp_path / "rate.json").read_text())
-    assert 0.7 * rate["target_rps"] <= rate["achieved_rps"] <= 1.3 * rate["target_rps"], rate
-    assert 22 < rate["target_rps"] < 28, rate   # time-weighted mean of 20, 40, 10 rps over 3, 3, 2 s is 25
-
-
-@pytest.mark.e2e
-def test_open_model_rate_reaches_workers_through_the_master(tmp_path, product_service):
-    config = "load_shape:\n  name: staged\n  staged:\n    stages:\n" \
-             "      - {duration: 6, users: 4, spawn_rate: 20, target_rps: 30}\n"
-    proc, elapsed = run_locust(tmp_path, product_service.url, config, "--processes", "2")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert elapsed < 40, f"the shape lasts 6 s but the run took {elapsed:.0f} s"
-    rate = json.loads((tmp_path / "rate.json").read_text())
-    # Without the master's per-user rate the workers would use the 0.5-1 s think time (about 5 rps).
-    assert rate["target_rps"] == 30 and 0.7 * 30 <= rate["achieved_rps"] <= 1.3 * 30, rate

@@ -147,6 +147,7 @@ class StepShape(_Section):
 class LoadShapeConfig(_Section):
     name: Optional[Literal[SHAPES]] = None
     target_rps: Optional[float] = Field(None, gt=0, le=MAX_RPS)
+    max_in_flight: int = Field(1000, ge=1, le=10_000)
     staged: StagedShape = StagedShape()
     spike: SpikeShape = SpikeShape()
     step: StepShape = StepShape()

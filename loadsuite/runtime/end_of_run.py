@@ -18,9 +18,8 @@ from typing import Any
 
 from locust.runners import MasterRunner, WorkerRunner
 
-from .. import oracle
+from .. import openmodel, oracle
 from ..oracle import wiring as oracle_wiring
-from ..openmodel import latency_correction, pacing
 from ..config.urls import redact
 from ..reporting import verdict
 from ..reporting.console import use_colour
@@ -146,8 +145,7 @@ def build_summary(run: SuiteRun, environment, consistency: dict[str, Any], custo
         "custom_stats": custom,
         "thresholds": verdict.threshold_dicts(thresholds),
         "consistency": consistency,
-        "open_model": pacing.achieved_vs_target(environment),
-        "corrected_latency": latency_correction.summary(environment),
+        "open_model": openmodel.summary(environment),
         "monitoring": run.monitor.stats() if run.monitor is not None else None,
         "lost": [f"worker {worker}: stopped answering (no heartbeat); its traffic after that and its oracle records "
                  f"never arrived, so its buys are unknown to the oracle" for worker in lost],
