@@ -656,3 +656,33 @@ def test_distributed_sigterm_on_the_master_still_decides(tmp_path, service_facto
     assert result["passed"] is False, (result, log[-3000:])
     assert "lost_update" in {v["kind"] for v in result["violations"]}
     assert not any("did not report" in note for note in result["notes"]), result
+
+
+def test_complete_counts_reach_the_console_summary_json_junit_summary_md_and_the_web_tab(tmp_path):
+    """40 lost updates and an oversell on one product: every output shows the complete counts, not the listed 5."""
+    import xml.etree.ElementTree as ET
+
+    from loadsuite.reporting import markdown, verdict
+    from loadsuite.webui import tab
+    from tests.test_analyze_results import basic_run
+
+    buys = []
+    for i in range(40):
+        buys += [buy(1 + i, 1.2 + i, 1, remaining=200 - i), buy(1.1 + i, 1.3 + i, 1, remaining=200 - i)]
+    consistency = json.loads(json.dumps(check({P: 30}, None, buys, []).to_dict()))
+    assert consistency["violation_counts"] == {"oversell": 1, "lost_update": 40}
+    assert consistency["violation_units"] == {"oversell": 50, "lost_update": 40}
+    assert consistency["violations_total"] == 41 and len(consistency["violations"]) == 6
+    summary = {"run_id": "r1", "duration_s": 1.0, "thresholds": [], "consistency": consistency,
+               "verdict": verdict.decide([], consistency, True)}
+    assert summary["verdict"]["reasons"] == ["FAIL: consistency: 41 violation(s): lost_update, oversell"]
+    line = "oversell x1 (50 units), lost_update x40 (40 units)"
+    assert f"violations by kind: {line}" in verdict.verdict_table(summary)
+    failure = ET.parse(verdict.write_junit(tmp_path, summary)).getroot().find("testcase[@classname='consistency']/failure")
+    assert line in failure.get("message") and line in failure.text
+    folder = basic_run(tmp_path / "run", summary=summary)
+    md = markdown.summary_markdown(markdown.load_run(folder), [])
+    assert "| lost_update | 40 | 40 |" in md and "| oversell | 1 | 50 |" in md
+    rows = tab.consistency_rows(consistency)
+    assert [(r["metric"], r["observed"]) for r in rows[1:3]] == [("oversell violations", "1 (50 units)"),
+                                                                  ("lost_update violations", "40 (40 units)")]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Iterable
 from xml.sax.saxutils import escape, quoteattr
 
+from ..oracle.checks import counts_text
 from .format import fmt_metric
 
 METRICS = ("error_rate", "p95_ms", "p99_ms", "avg_ms", "min_rps")
@@ -94,12 +95,29 @@ def evaluate_thresholds(totals: dict[str, Any], endpoints: Iterable[dict[str, An
     return results
 
 
+def violation_counts(consistency: dict[str, Any]) -> dict[str, int]:
+    """The complete count of violations per kind (summaries written before counts existed: the listed ones)."""
+    counts = consistency.get("violation_counts")
+    if isinstance(counts, dict) and counts:
+        return dict(counts)
+    listed: dict[str, int] = {}
+    for violation in consistency.get("violations") or []:
+        listed[violation["kind"]] = listed.get(violation["kind"], 0) + 1
+    return listed
+
+
+def consistency_counts(consistency: dict[str, Any]) -> str:
+    """One line for every output: "oversell x1 (537 units), lost_update x12", or "" without violations."""
+    return counts_text(violation_counts(consistency), consistency.get("violation_units") or {})
+
+
 def decide(thresholds: list[ThresholdResult], consistency: dict[str, Any], require_consistency: bool) -> dict[str, Any]:
     """Pass only when every threshold passed and the oracle did not find a violation (when required)."""
     reasons = [result.describe() for result in thresholds if not result.passed]
     if require_consistency and consistency.get("enabled") and consistency.get("passed") is False:
-        count = len(consistency.get("violations", []))
-        kinds = sorted({violation["kind"] for violation in consistency.get("violations", [])})
+        counts = violation_counts(consistency)
+        count = consistency.get("violations_total") or sum(counts.values()) or len(consistency.get("violations", []))
+        kinds = sorted(counts)
         reasons.append(f"FAIL: consistency: {count} violation(s): {', '.join(kinds)}")
     passed = not reasons
     return {"passed": passed, "exit_code": 0 if passed else 1, "reasons": reasons}
@@ -116,7 +134,10 @@ def verdict_table(summary: dict[str, Any]) -> str:
     if consistency.get("enabled"):
         state = {True: "pass", False: "FAIL", None: "inconclusive"}[consistency.get("passed")]
         lines.append(f"{'consistency (inventory oracle)':<34}{'':>14}{consistency.get('products_checked', 0):>10} prod.  {state}")
-        order = {"conservation": 0, "oversell": 1, "negative_stock": 2, "lost_update": 3}
+        counts = consistency_counts(consistency)
+        if counts:
+            lines.append(f"  violations by kind: {counts}")
+        order = {"oversell": 0, "conservation": 1, "negative_stock": 2, "lost_update": 3}
         violations = sorted(consistency.get("violations", []), key=lambda v: order.get(v["kind"], 9))
         for violation in violations[:10]:
             lines.append(f"  {violation['kind']}: {violation['product']}: {violation['message']}")
@@ -142,8 +163,11 @@ def write_junit(folder: Path, summary: dict[str, Any]) -> Path:
     if consistency.get("enabled"):
         state = consistency.get("passed")
         if state is False:
-            text = "\n".join(f"{v['kind']}: {v['product']}: {v['message']}" for v in consistency.get("violations", []))
-            body = f'<failure message="inventory consistency violated">{escape(text)}</failure>'
+            counts = consistency_counts(consistency)
+            text = "\n".join([f"violations by kind: {counts}"] * bool(counts) +
+                             [f"{v['kind']}: {v['product']}: {v['message']}" for v in consistency.get("violations", [])])
+            message = "inventory consistency violated" + (f": {counts}" if counts else "")
+            body = f'<failure message={quoteattr(message)}>{escape(text)}</failure>'
         elif state is None:
             body = f"<skipped message={quoteattr('inconclusive: ' + str(consistency.get('note', 'no product could be decided')))}/>"
         else:
