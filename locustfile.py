@@ -277,7 +277,7 @@ def _or_flash_sale(task):
     @wraps(task)  # keeps the name and the tags (--tags filtering)
     def task_or_sale(user):
         run = SUITE.started_at
-        if user.flash_left != run and SALE.open_for(run, time.time()):
+        if user.flash_left != run and SALE.open_for(run, time.time()) and _still_buys(type(user)):
             if SALE.run != run:
                 user.open_flash_sale()
             if SALE.stocked:
@@ -286,6 +286,15 @@ def _or_flash_sale(task):
         user.flash_buying = False
         return task(user)
     return task_or_sale
+
+
+def _still_buys(user_class) -> bool:
+    """buy_product is still among the class's tasks after --tags/--exclude-tags (asked once per class)."""
+    buys = user_class.__dict__.get("_still_buys")
+    if buys is None:
+        buys = any(getattr(task, "__name__", "") == "buy_product" for task in user_class.tasks)
+        user_class._still_buys = buys
+    return buys
 
 
 class ProductServiceUser(ShopUser):
