@@ -187,7 +187,7 @@ class FlashSaleConfig(_Section):
     enabled: bool = True
     start_seconds: float = Field(10.0, ge=0)
     duration_seconds: float = Field(10.0, gt=0)
-    stock: int = Field(500, ge=1)
+    stock: int = Field(1000, ge=1)
 
 
 class SuiteConfig(_Section):
