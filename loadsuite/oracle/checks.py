@@ -253,6 +253,8 @@ def check(start_stock: dict[str, int] | None, final_stock: dict[str, int] | None
                                                  start_error, final_error)
             if conservation is not None:
                 found.append(([conservation], 1, conservation.units or 0))
+        found = [f for f in found if f[1]]
+        found.sort(key=lambda f: VIOLATION_KINDS.index(f[0][0].kind))  # the plainest fact first: oversell
         for violations, count, lost_units in found:
             if count:
                 counts[violations[0].kind] += count
