@@ -50,6 +50,8 @@ EDGE_CASE_NAMES = {case.label: f"Edge_Case_{case.label}" for case in EDGE_CASES}
 BEYOND_STOCK_QUANTITY = 1_000_000
 THINK_TIME = between(CONFIG.wait_time.min_seconds, CONFIG.wait_time.max_seconds)
 PACED_WAIT = paced_wait_time(CONFIG.load_shape, fallback=THINK_TIME)
+BASE_WAIT = PACED_WAIT or THINK_TIME
+SALE_WAIT = BASE_WAIT if PACED_WAIT else constant(0)  # the flash sale's rush: no think time in a closed model
 
 
 class FlashSale:
@@ -84,9 +86,7 @@ class ShopUser(_client_base()):
     flash_buying = False  # in the sale now: no think time (a closed model only; an open model keeps its pace)
 
     def wait_time(self) -> float:
-        if self.flash_buying and PACED_WAIT is None:
-            return 0.0
-        return (PACED_WAIT or THINK_TIME)(self)
+        return (SALE_WAIT if self.flash_buying else BASE_WAIT)(self)
     network_timeout = CONFIG.service.request_timeout_seconds
     connection_timeout = CONFIG.service.request_timeout_seconds
     insecure = False
