@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
-SECONDS = "18"  # the flash sale opens at 10 s (config.yaml flash_sale.start_seconds) and lasts a few seconds
+SECONDS = "20"  # the flash sale opens at 10 s (config.yaml flash_sale.start_seconds) and lasts a few seconds
 
 
 def _proxy_main(upstream_port: int, port: int) -> None:
