@@ -84,12 +84,12 @@ class ShopUser(_client_base()):
     host = CONFIG.service.base_url
     flash_left: float | None = None  # the run whose flash sale this user has left (sold out)
     flash_buying = False  # in the sale now: no think time (a closed model only; an open model keeps its pace)
-
-    def wait_time(self) -> float:
-        return (SALE_WAIT if self.flash_buying else BASE_WAIT)(self)
     network_timeout = CONFIG.service.request_timeout_seconds
     connection_timeout = CONFIG.service.request_timeout_seconds
     insecure = False
+
+    def wait_time(self) -> float:
+        return (SALE_WAIT if self.flash_buying else BASE_WAIT)(self)
 
     def on_start(self) -> None:
         if not isinstance(self, FastHttpUser):
