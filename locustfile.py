@@ -14,6 +14,7 @@ import time
 from functools import wraps
 from urllib.parse import quote
 
+from gevent.event import Event
 from locust import FastHttpUser, HttpUser, between, constant, events, tag
 
 import event_hooks
@@ -61,6 +62,10 @@ class FlashSale:
         self.run: float | None = None  # started_at of the run whose sale this process opened
         self.product: str | None = None
         self.stocked = False
+        self.opened = Event()  # set once this run's opening stock update has answered
+
+    def begin(self, run: float) -> None:
+        self.run, self.stocked, self.opened = run, False, Event()
 
     def open_for(self, run: float | None, now: float) -> bool:
         """The sale of this run is open now (the clock is read once per task, nothing else)."""
@@ -89,7 +94,14 @@ class ShopUser(_client_base()):
     insecure = False
 
     def wait_time(self) -> float:
-        return (SALE_WAIT if self.flash_buying else BASE_WAIT)(self)
+        if self.flash_buying:
+            return SALE_WAIT(self)
+        think, run = BASE_WAIT(self), SUITE.started_at
+        if FLASH.enabled and run is not None and self.flash_left != run and _still_buys(type(self)):
+            until_sale = run + FLASH.start_seconds - time.time()
+            if 0 < until_sale < think:
+                return until_sale  # every buyer is there when the sale opens: the rush starts at once
+        return think
 
     def on_start(self) -> None:
         if not isinstance(self, FastHttpUser):
@@ -196,10 +208,13 @@ class ShopUser(_client_base()):
 
     def open_flash_sale(self) -> None:
         """The first buyer of this process to arrive stocks the sale's product (a stock update the oracle records)."""
-        SALE.run, SALE.stocked = SUITE.started_at, False
-        SALE.product = SUITE.contended_product(self.host)
-        if SALE.product is not None:
-            SALE.stocked = self._set_stock(SALE.product, FLASH.stock, "Flash_Sale_Restock")
+        SALE.begin(SUITE.started_at)
+        try:
+            SALE.product = SUITE.contended_product(self.host)
+            if SALE.product is not None:
+                SALE.stocked = self._set_stock(SALE.product, FLASH.stock, "Flash_Sale_Restock")
+        finally:
+            SALE.opened.set()
 
     # Expected negative paths -------------------------------------------------------------------
 
@@ -280,6 +295,8 @@ def _or_flash_sale(task):
         if user.flash_left != run and SALE.open_for(run, time.time()) and _still_buys(type(user)):
             if SALE.run != run:
                 user.open_flash_sale()
+            else:  # the others wait for the opening stock update instead of thinking again
+                SALE.opened.wait(timeout=CONFIG.service.request_timeout_seconds)
             if SALE.stocked:
                 user.flash_buying = True
                 return user.flash_sale_buy()
