@@ -11,8 +11,10 @@ from __future__ import annotations
 import random
 import sys
 import time
+from functools import wraps
 from urllib.parse import quote
 
+from gevent.event import Event
 from locust import FastHttpUser, HttpUser, between, constant, events, tag
 
 import event_hooks
@@ -35,8 +37,9 @@ from validators import (
 
 CONFIG = get_config_or_exit()
 DATA = CONFIG.test_data
-CACHE = ProductCache(CONFIG.cache.max_products)
+CACHE = ProductCache(CONFIG.cache.max_products, skew=CONFIG.popularity.skew)
 LEDGER = recorder()
+FLASH = CONFIG.flash_sale
 
 # Work done once, not per request: category URLs and request names, edge-case request names.
 CATEGORY_REQUESTS = tuple(
@@ -47,6 +50,28 @@ CATEGORY_REQUESTS = tuple(
 EDGE_CASE_NAMES = {case.label: f"Edge_Case_{case.label}" for case in EDGE_CASES}
 BEYOND_STOCK_QUANTITY = 1_000_000
 THINK_TIME = between(CONFIG.wait_time.min_seconds, CONFIG.wait_time.max_seconds)
+BASE_WAIT = THINK_TIME  # closed model; with load_shape.target_rps the open model's executor starts task runs
+SALE_WAIT = constant(0)  # the flash sale's rush: no think time (the open model keeps its schedule)
+
+
+class FlashSale:
+    """This process's view of the run's flash sale: which run opened it, on which product, whether it is stocked."""
+
+    def __init__(self) -> None:
+        self.run: float | None = None  # started_at of the run whose sale this process opened
+        self.product: str | None = None
+        self.stocked = False
+        self.opened = Event()  # set once this run's opening stock update has answered
+
+    def begin(self, run: float) -> None:
+        self.run, self.stocked, self.opened = run, False, Event()
+
+    def open_for(self, run: float | None, now: float) -> bool:
+        """The sale of this run is open now (the clock is read once per task, nothing else)."""
+        return run is not None and FLASH.start_seconds <= now - run < FLASH.start_seconds + FLASH.duration_seconds
+
+
+SALE = FlashSale()
 
 
 def _client_base():
@@ -61,7 +86,8 @@ class ShopUser(_client_base()):
 
     abstract = True
     host = CONFIG.service.base_url
-    wait_time = THINK_TIME  # closed model; with load_shape.target_rps the open model's executor starts task runs
+    flash_left: float | None = None  # the run whose flash sale this user has left (sold out)
+    flash_buying = False  # in the sale now: no think time (a closed model only; an open model keeps its pace)
     network_timeout = CONFIG.service.request_timeout_seconds
     connection_timeout = CONFIG.service.request_timeout_seconds
     insecure = False
@@ -69,6 +95,16 @@ class ShopUser(_client_base()):
     def run(self) -> None:
         executor = executor_for(self.environment)  # None in the closed model
         return super().run() if executor is None else executor.serve(self)
+
+    def wait_time(self) -> float:
+        if self.flash_buying:
+            return SALE_WAIT(self)
+        think, run = BASE_WAIT(self), SUITE.started_at
+        if FLASH.enabled and run is not None and self.flash_left != run and _still_buys(type(self)):
+            until_sale = run + FLASH.start_seconds - time.time()
+            if 0 < until_sale < think:
+                return until_sale  # every buyer is there when the sale opens: the rush starts at once
+        return think
 
     def on_start(self) -> None:
         if not isinstance(self, FastHttpUser):
@@ -124,18 +160,21 @@ class ShopUser(_client_base()):
         product = CACHE.random_product()
         if product is None:
             return self.browse_all_products()
-        name = product["name"]
-        stock = random.randint(DATA.stock_update_min, DATA.stock_update_max)
+        self._set_stock(product["name"], random.randint(DATA.stock_update_min, DATA.stock_update_max),
+                        "Update_Product_Stock")
+
+    def _set_stock(self, name: str, stock: int, request_name: str) -> bool:
         started, outcome, updated = time.time(), "failed", False
         try:  # recorded even if the user is stopped mid-request: an unknown outcome is "failed"
             with self.client.patch("/products/stock", json={"name": name, "stock": stock},
-                                   name="Update_Product_Stock", catch_response=True) as resp:
+                                   name=request_name, catch_response=True) as resp:
                 updated = expect_stock_updated(resp)
             outcome = _stock_outcome(resp.status_code, updated)
         finally:
             LEDGER.stock_set(started, time.time(), name, stock, outcome)
         if updated:
             CACHE.set_stock(name, stock)
+        return updated
 
     @tag("error")
     def hit_invalid_path(self) -> None:
@@ -156,6 +195,29 @@ class ShopUser(_client_base()):
         with self.client.request(case.method, case.path, name=EDGE_CASE_NAMES[case.label], catch_response=True,
                                  **case.request_kwargs(product["name"] if product else None)) as resp:
             expect_edge_case(resp, case)
+
+    # The flash sale (flash_sale in config.yaml) ---------------------------------------------------
+
+    def flash_sale_buy(self) -> None:
+        """One unit of the sale's product, again and again with no think time, until it is sold out."""
+        name = SALE.product
+        with LEDGER.buying(name, 1) as pending:
+            with self.client.post("/products/buy", json={"name": name, "quantity": 1},
+                                  name="Flash_Sale_Buy", catch_response=True) as resp:
+                outcome = expect_buy(resp, name, 1)
+            pending.done(outcome.kind, outcome.remaining, outcome.available)
+        if outcome.kind in ("insufficient", "not_found"):
+            self.flash_left, self.flash_buying = SUITE.started_at, False
+
+    def open_flash_sale(self) -> None:
+        """The first buyer of this process to arrive stocks the sale's product (a stock update the oracle records)."""
+        SALE.begin(SUITE.started_at)
+        try:
+            SALE.product = SUITE.contended_product(self.host)
+            if SALE.product is not None:
+                SALE.stocked = self._set_stock(SALE.product, FLASH.stock, "Flash_Sale_Restock")
+        finally:
+            SALE.opened.set()
 
     # Expected negative paths -------------------------------------------------------------------
 
@@ -217,9 +279,42 @@ def _stock_outcome(status: int, updated: bool) -> str:
 
 
 def _mix(user_type: str) -> dict:
-    """The weighted task dict of a user type (loadsuite.names.USER_TYPE_TASKS), weights from config.yaml."""
+    """The weighted task dict of a user type (loadsuite.names.USER_TYPE_TASKS), weights from config.yaml.
+
+    Users whose mix buys join the flash sale while it is open: each of their tasks then becomes a sale buy.
+    """
     weights = {**CONFIG.scenario_weights.model_dump(), **CONFIG.negative_weights.model_dump()}
-    return {getattr(ShopUser, name): weights[name] for name in USER_TYPE_TASKS[user_type] if weights[name] > 0}
+    names = [name for name in USER_TYPE_TASKS[user_type] if weights[name] > 0]
+    joins = FLASH.enabled and ShopUser.buy_product.__name__ in names
+    return {(_or_flash_sale(getattr(ShopUser, name)) if joins else getattr(ShopUser, name)): weights[name]
+            for name in names}
+
+
+def _or_flash_sale(task):
+    """The task, or a flash-sale buy while this run's sale is open and the user has not left it (one clock read)."""
+    @wraps(task)  # keeps the name and the tags (--tags filtering)
+    def task_or_sale(user):
+        run = SUITE.started_at
+        if user.flash_left != run and SALE.open_for(run, time.time()) and _still_buys(type(user)):
+            if SALE.run != run:
+                user.open_flash_sale()
+            else:  # the others wait for the opening stock update instead of thinking again
+                SALE.opened.wait(timeout=CONFIG.service.request_timeout_seconds)
+            if SALE.stocked:
+                user.flash_buying = True
+                return user.flash_sale_buy()
+        user.flash_buying = False
+        return task(user)
+    return task_or_sale
+
+
+def _still_buys(user_class) -> bool:
+    """buy_product is still among the class's tasks after --tags/--exclude-tags (asked once per class)."""
+    buys = user_class.__dict__.get("_still_buys")
+    if buys is None:
+        buys = any(getattr(task, "__name__", "") == ShopUser.buy_product.__name__ for task in user_class.tasks)
+        user_class._still_buys = buys
+    return buys
 
 
 class ProductServiceUser(ShopUser):

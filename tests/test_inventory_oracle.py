@@ -116,6 +116,7 @@ def test_buying_more_than_an_earlier_insufficient_answer_allowed_is_an_oversell(
     assert "oversell" in kinds(result) and "negative_stock" in kinds(result)
     oversell = next(v for v in result.violations if v.kind == "oversell")
     assert "only 2 were available" in oversell.message and "1 units oversold" in oversell.message
+    assert oversell.units == 1 and result.units["oversell"] == 1
 
 
 def test_oversell_without_negative_stock_is_still_found():
@@ -131,6 +132,40 @@ def test_a_restock_between_insufficient_and_a_larger_buy_is_no_oversell():
     assert "oversell" not in kinds(overlapping)
 
 
+def test_confirmed_buys_beyond_the_stock_are_an_oversell_whatever_else_is_unknown():
+    # The issue's run: stock 200, no stock update, 737 confirmed single-unit buys, 3,307 buys answered 500.
+    confirmed = [buy(1 + i * 0.01, 1.005 + i * 0.01, 1, remaining=max(0, 199 - i % 200)) for i in range(737)]
+    unknown = [buy(1.002 + i * 0.002, 1.2 + i * 0.002, 1, "failed") for i in range(3307)]
+    result = check({P: 200}, {P: 0}, confirmed + unknown, [])
+    assert result.passed is False
+    [oversell] = [v for v in result.violations if v.kind == "oversell"]
+    assert oversell.units == 537 and "537 units oversold" in oversell.message
+    assert "737 units were confirmed sold" in oversell.message and "start snapshot showed 200" in oversell.message
+    assert result.counts["oversell"] == 1 and result.units["oversell"] == 537
+    assert result.to_dict()["violation_counts"]["oversell"] == 1
+    # Conservation: the final stock 0 lies far above what 737 confirmed buys allow (200 - 737 - 0..3307).
+    [conservation] = [v for v in result.violations if v.kind == "conservation"]
+    assert conservation.units == 537
+
+
+def test_every_restock_that_could_come_between_raises_the_oversell_bound():
+    buys = [buy(10 + i, 10.5 + i, 1, remaining=0) for i in range(30)]  # 30 units confirmed from t=10 on
+    restocks = [stock(5, 6, 10), stock(20.2, 20.4, 5, "failed")]  # 10 set before any buy; 5 more may come
+    result = check({P: 3}, None, buys, restocks)
+    [oversell] = [v for v in result.violations if v.kind == "oversell"]
+    # From the stock update to 10: 30 units sold, at most 10 + 5 available: 15 oversold.
+    assert oversell.units == 15 and "plus at most 5 units restocked" in oversell.message
+    enough = check({P: 3}, None, buys, [stock(5, 6, 10), stock(20.2, 20.4, 20, "failed")])
+    assert "oversell" not in kinds(enough)
+
+
+def test_a_restock_overlapping_the_buys_counts_as_possibly_between():
+    buys = [buy(1, 2, 3, remaining=0), buy(3, 4, 3, remaining=0)]
+    result = check({P: 3}, None, buys, [stock(3.5, 5, 3)])
+    assert "oversell" not in kinds(result)
+    assert check({P: 3}, None, buys, [stock(4.5, 5, 3)]).units.get("oversell") == 3
+
+
 def test_negative_remaining_and_negative_final_stock_are_violations():
     result = check({P: 1}, {P: -2}, [buy(1, 2, 3, remaining=-2)], [])
     assert [v.kind for v in result.violations].count("negative_stock") == 2
@@ -139,17 +174,49 @@ def test_negative_remaining_and_negative_final_stock_are_violations():
 
 # Inconclusive -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("buys, sets, reason", [
-    ([buy(1, 2, 1, remaining=9), buy(3, 4, 1, "failed")], [], "unknown outcome (failed)"),
-    ([buy(1, 2, 1, remaining=9)], [stock(3, 4, 20, "failed")], "last stock update has an unknown outcome"),
-    ([buy(1, 2, 1, remaining=9)], [stock(3, 5, 20), stock(4, 6, 30)], "last stock updates overlap each other"),
-    ([buy(1, 2, 1, remaining=9), buy(3.5, 4.5, 1, remaining=19)], [stock(3, 4, 20)], "a buy overlaps the last stock update"),
-    ([buy(1, 2, 1, remaining=9), buy(2.9, 3.1, 1, "failed")], [stock(3, 4, 20)], "a buy overlaps the last stock update"),
-])
-def test_undecidable_histories_are_inconclusive_not_passed(buys, sets, reason):
-    result = check({P: 10}, {P: 8}, buys, sets)
-    assert result.passed is None and not result.violations
-    assert reason in reasons(result)[P]
+# Each history with the final stocks a correct store could end with (a wide interval: inconclusive),
+# and one it could not (outside the interval: a conservation violation by the size of the gap).
+UNDECIDABLE = [
+    # a buy after the start snapshot with an unknown outcome: 10 - 1 - (0 or 1)
+    ([buy(1, 2, 1, remaining=9), buy(3, 4, 1, "failed")], [], (8, 9), 5, 3),
+    # an unknown stock update: 10 - 1 = 9 if it was not applied, 20 if it was
+    ([buy(1, 2, 1, remaining=9)], [stock(3, 4, 20, "failed")], (9, 20), 8, 1),
+    # two overlapping stock updates: either could be the last
+    ([buy(1, 2, 1, remaining=9)], [stock(3, 5, 20), stock(4, 6, 30)], (20, 30), 25, 5),
+    # a successful buy overlapping the last stock update may come before or after it
+    ([buy(1, 2, 1, remaining=9), buy(3.5, 4.5, 1, remaining=19)], [stock(3, 4, 20)], (19, 20), 15, 4),
+    # a buy with unknown outcome overlapping the last stock update
+    ([buy(1, 2, 1, remaining=9), buy(2.9, 3.1, 1, "failed")], [stock(3, 4, 20)], (19, 20), 22, 2),
+]
+
+
+@pytest.mark.parametrize("buys, sets, possible, impossible, gap", UNDECIDABLE)
+def test_every_final_stock_a_correct_store_could_reach_is_no_violation(buys, sets, possible, impossible, gap):
+    for final in possible:
+        result = check({P: 10}, {P: final}, buys, sets)
+        assert not result.violations and result.passed in (True, None), (final, result)
+
+
+@pytest.mark.parametrize("buys, sets, possible, impossible, gap", UNDECIDABLE)
+def test_a_final_stock_outside_the_interval_is_a_conservation_violation_by_the_gap(buys, sets, possible, impossible, gap):
+    result = check({P: 10}, {P: impossible}, buys, sets)
+    assert result.passed is False and kinds(result) == ["conservation"]
+    violation = result.violations[0]
+    assert violation.units == gap and violation.to_dict()["units"] == gap
+    assert f"{gap} units" in violation.message and result.counts == {"conservation": 1}
+
+
+def test_unknown_outcomes_widen_the_interval_by_their_units():
+    buys = [buy(1, 2, 2, remaining=8), buy(3, 4, 3, "failed"), buy(5, 6, 4, "failed")]
+    for final in range(1, 9):  # 10 - 2 - (0..7)
+        result = check({P: 10}, {P: final}, buys, [])
+        assert not result.violations and result.passed is None, final
+        assert "lies within 1..8" in reasons(result)[P]
+    too_high = check({P: 10}, {P: 9}, buys, [])
+    assert too_high.passed is False and too_high.violations[0].units == 1
+    assert "1 units sold that the stock does not account for" in too_high.violations[0].message
+    too_low = check({P: 10}, {P: 0}, buys, [])
+    assert too_low.violations[0].units == 1 and "1 units disappeared" in too_low.violations[0].message
 
 
 def test_a_failed_buy_before_a_clean_restock_does_not_matter():
@@ -210,7 +277,7 @@ def test_skewed_clocks_of_two_workers_give_inconclusive_not_a_false_violation():
     assert naive.passed is False  # what a skew-blind oracle would wrongly claim
     result = check({P: 100}, {P: 50}, [buy_w1], [restock_w2], clock_skew_s=0.05)
     assert result.passed is None and not result.violations
-    assert reasons(result)[P] == "a buy overlaps the last stock update"
+    assert "lies within 49..50" in reasons(result)[P]
 
 
 def test_skewed_restock_near_two_equal_remainings_is_no_lost_update():
@@ -245,6 +312,26 @@ def test_many_violations_are_capped_but_counted():
     result = check(products, {p: 9 for p in products}, buys, [])
     assert result.violations_total == 60 and len(result.violations) == oracle.MAX_VIOLATIONS_LISTED
     assert "10 more violations not listed" in result.notes
+
+
+def test_lost_updates_are_counted_completely_and_listed_up_to_the_cap():
+    # 40 pairs of buys on one product each reporting the same remainingStock: 40 lost updates.
+    buys = []
+    for i in range(40):
+        buys += [buy(1 + i, 1.2 + i, 1, remaining=200 - i), buy(1.1 + i, 1.3 + i, 1, remaining=200 - i)]
+    result = check({P: 241}, None, buys, [])
+    assert result.counts["lost_update"] == 40 and result.units["lost_update"] == 40
+    listed = [v for v in result.violations if v.kind == "lost_update"]
+    assert len(listed) == oracle.checks.MAX_VIOLATIONS_PER_KIND
+    data = result.to_dict()
+    assert data["violation_counts"] == {"lost_update": 40} and data["violations_total"] == 40
+    assert "lost_update x40 (40 units)" in result.summary_line()
+    assert "35 more violations not listed" in result.notes
+
+
+def test_three_buys_reporting_one_remaining_are_two_lost_updates():
+    buys = [buy(1.0, 1.3, 1, remaining=9), buy(1.1, 1.4, 1, remaining=9), buy(1.2, 1.5, 1, remaining=9)]
+    assert check({P: 10}, {P: 9}, buys, []).counts["lost_update"] == 2
 
 
 def test_parse_available_reads_the_insufficient_stock_message():
@@ -569,3 +656,33 @@ def test_distributed_sigterm_on_the_master_still_decides(tmp_path, service_facto
     assert result["passed"] is False, (result, log[-3000:])
     assert "lost_update" in {v["kind"] for v in result["violations"]}
     assert not any("did not report" in note for note in result["notes"]), result
+
+
+def test_complete_counts_reach_the_console_summary_json_junit_summary_md_and_the_web_tab(tmp_path):
+    """40 lost updates and an oversell on one product: every output shows the complete counts, not the listed 5."""
+    import xml.etree.ElementTree as ET
+
+    from loadsuite.reporting import markdown, verdict
+    from loadsuite.webui import tab
+    from tests.test_analyze_results import basic_run
+
+    buys = []
+    for i in range(40):
+        buys += [buy(1 + i, 1.2 + i, 1, remaining=200 - i), buy(1.1 + i, 1.3 + i, 1, remaining=200 - i)]
+    consistency = json.loads(json.dumps(check({P: 30}, None, buys, []).to_dict()))
+    assert consistency["violation_counts"] == {"oversell": 1, "lost_update": 40}
+    assert consistency["violation_units"] == {"oversell": 50, "lost_update": 40}
+    assert consistency["violations_total"] == 41 and len(consistency["violations"]) == 6
+    summary = {"run_id": "r1", "duration_s": 1.0, "thresholds": [], "consistency": consistency,
+               "verdict": verdict.decide([], consistency, True)}
+    assert summary["verdict"]["reasons"] == ["FAIL: consistency: 41 violation(s): lost_update, oversell"]
+    line = "oversell x1 (50 units), lost_update x40 (40 units)"
+    assert f"violations by kind: {line}" in verdict.verdict_table(summary)
+    failure = ET.parse(verdict.write_junit(tmp_path, summary)).getroot().find("testcase[@classname='consistency']/failure")
+    assert line in failure.get("message") and line in failure.text
+    folder = basic_run(tmp_path / "run", summary=summary)
+    md = markdown.summary_markdown(markdown.load_run(folder), [])
+    assert "| lost_update | 40 | 40 |" in md and "| oversell | 1 | 50 |" in md
+    rows = tab.consistency_rows(consistency)
+    assert [(r["metric"], r["observed"]) for r in rows[1:3]] == [("oversell violations", "1 (50 units)"),
+                                                                  ("lost_update violations", "40 (40 units)")]

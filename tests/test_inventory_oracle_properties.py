@@ -11,6 +11,9 @@ from loadsuite.oracle import BuyRecord, StockSetRecord, check
 SKEW = 0.05
 OPS = ("buy", "buy", "buy", "buy", "set", "set_rejected", "buy_failed", "set_failed", "buy_unknown")
 PROPERTY_SETTINGS = settings(max_examples=int(os.environ.get("ORACLE_EXAMPLES", "300")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# The bound and count properties below: fewer examples, each history is richer (keeps the file's time flat).
+BOUND_SETTINGS = settings(max_examples=max(1, int(os.environ.get("ORACLE_EXAMPLES", "300")) // 3), deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
 
 
 @st.composite
@@ -109,3 +112,72 @@ def test_an_injected_lost_update_is_caught_across_skewed_workers_when_neighbours
     result = check(*injected, clock_skew_s=SKEW)
     assert result.passed is False
     assert "lost_update" in {v.kind for v in result.violations}
+
+
+@st.composite
+def oversold_histories(draw):
+    """A store that sells more than it has: start stock S, confirmed buys totalling more than S plus every
+    stock update's value, interleaved with buys and stock updates of unknown outcome and refusals."""
+    start = draw(st.integers(0, 20))
+    sources = ("w1", "w2")
+    events = draw(st.lists(st.tuples(
+        st.sampled_from(("ok", "ok", "failed", "insufficient", "set_failed", "set_ok")),
+        st.floats(0.0, 10.0), st.floats(0.001, 2.0), st.integers(1, 5), st.sampled_from(sources)),
+        min_size=1, max_size=40))
+    buys, sets = [], []
+    for kind, begin, duration, value, source in events:
+        at = (1_000.0 + begin, 1_000.0 + begin + duration)
+        if kind in ("ok", "failed"):
+            buys.append(BuyRecord(*at, "p", value, kind, 0 if kind == "ok" else None, None, source))
+        elif kind == "insufficient":
+            buys.append(BuyRecord(*at, "p", value, kind, None, value - 1, source))
+        else:
+            sets.append(StockSetRecord(*at, "p", value, "ok" if kind == "set_ok" else "failed", source))
+    confirmed = sum(b.quantity for b in buys if b.outcome == "ok")
+    excess = confirmed - start - sum(s.stock for s in sets)
+    extra = draw(st.integers(max(0, 1 - excess), max(0, 1 - excess) + 10))  # confirmed buys after everything else, to oversell
+    buys += [BuyRecord(1_020.0 + i, 1_020.5 + i, "p", 1, "ok", 0, None, "w1") for i in range(extra)]
+    return start, buys, sets, excess + extra
+
+
+@BOUND_SETTINGS
+@given(oversold_histories(), st.integers(0, 30))
+def test_unknown_outcomes_never_hide_a_proven_oversell(history, final):
+    start, buys, sets, excess = history
+    assert excess > 0
+    result = check({"p": start}, {"p": final}, buys, sets, clock_skew_s=SKEW)
+    assert result.passed is False
+    assert result.units.get("oversell", 0) >= excess, result.to_dict()["violations"]
+
+
+@BOUND_SETTINGS
+@given(serial_histories(sources=("w1",), min_gap=0.001), st.integers(1, 20), st.booleans())
+def test_a_final_stock_outside_the_unknown_outcomes_interval_is_a_violation_by_the_gap(history, gap, above):
+    """Without stock updates a product's final stock lies in start - confirmed - [0, unknown]; any other
+    final stock is a conservation violation exactly as large as its distance to that interval."""
+    start, final, buys, sets = history
+    product = sorted(start)[0]
+    if any(s.product == product and s.outcome != "rejected" for s in sets):
+        return
+    mine = [b for b in buys if b.product == product]
+    high = start[product] - sum(b.quantity for b in mine if b.outcome == "ok")
+    low = high - sum(b.quantity for b in mine if b.outcome == "failed")
+    assert low <= final[product] <= high
+    wrong = dict(final, **{product: high + gap if above else low - gap})
+    result = check(start, wrong, buys, sets, clock_skew_s=SKEW)
+    [conservation] = [v for v in result.violations if v.kind == "conservation" and v.product == product]
+    assert conservation.units == gap
+
+
+@BOUND_SETTINGS
+@given(serial_histories(sources=("w1",), min_gap=0.001), st.data())
+def test_every_injected_lost_update_is_counted(history, data):
+    start, final, buys, sets = history
+    ok = [b for b in buys if b.outcome == "ok"]
+    if not ok:
+        return
+    chosen = data.draw(st.lists(st.sampled_from(ok), unique=True, max_size=len(ok)))
+    twins = [b._replace(start=b.start + (b.end - b.start) / 4, end=b.end - (b.end - b.start) / 4) for b in chosen]
+    result = check(start, final, [*buys, *twins], sets, clock_skew_s=SKEW)
+    assert result.counts.get("lost_update", 0) == len(chosen)
+    assert len([v for v in result.violations if v.kind == "lost_update"]) <= len(chosen)

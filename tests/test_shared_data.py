@@ -179,3 +179,57 @@ def test_concurrent_access_keeps_the_cache_consistent(mode, workers, iterations)
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith("ok ")
+
+
+# Popularity (Zipf skew) --------------------------------------------------------------------------------
+
+def picks(cache: ProductCache, count: int, in_stock: bool = False) -> dict[str, int]:
+    seen: dict[str, int] = {}
+    for _ in range(count):
+        chosen = cache.random_in_stock() if in_stock else cache.random_product()
+        seen[chosen["name"]] = seen.get(chosen["name"], 0) + 1
+    return seen
+
+
+def test_skewed_choice_follows_zipf_by_name_order():
+    names = [f"product {i:02d}" for i in range(20)]
+    cache = ProductCache(100, rng=random.Random(7), skew=1.0)
+    cache.refresh_all([product(n) for n in reversed(names)])
+    seen = picks(cache, 40_000)
+    harmonic = sum(1 / k for k in range(1, 21))
+    for rank in (1, 2, 5, 20):
+        expected = 40_000 / (rank * harmonic)
+        assert abs(seen.get(names[rank - 1], 0) - expected) < 0.1 * expected + 60, (rank, seen)
+
+
+def test_the_order_a_listing_arrives_in_never_changes_which_products_are_popular():
+    """GET /products lists in random order on the real service: the same seed must pick the same products."""
+    names = [f"p{i}" for i in range(15)]
+    shuffled = names[:]
+    random.Random(3).shuffle(shuffled)
+    by_order = []
+    for order in (names, shuffled, list(reversed(names))):
+        cache = ProductCache(100, rng=random.Random(11), skew=1.2)
+        cache.refresh_all([product(n) for n in order])
+        by_order.append([cache.random_product()["name"] for _ in range(200)])
+    assert by_order[0] == by_order[1] == by_order[2]
+    merged = ProductCache(100, rng=random.Random(11), skew=1.2)
+    for name in shuffled:  # details answers one at a time, in any order
+        merged.upsert(product(name))
+    assert [merged.random_product()["name"] for _ in range(200)] == by_order[0]
+
+
+def test_skewed_in_stock_choice_skips_sold_out_best_sellers_and_membership_changes_reindex():
+    cache = ProductCache(3, rng=random.Random(1), skew=2.0)
+    cache.refresh_all([product("a", stock=0), product("b"), product("c")])
+    assert "a" not in picks(cache, 500, in_stock=True)
+    cache.upsert(product("0-new"))  # evicts the oldest ("a"); the newcomer sorts first: the new best-seller
+    seen = picks(cache, 2_000)
+    assert set(seen) == {"0-new", "b", "c"} and seen["0-new"] > seen["b"] > seen["c"]
+    cache.discard("0-new")
+    assert set(picks(cache, 200)) == {"b", "c"} and consistent(cache)
+
+
+def test_a_negative_skew_is_refused():
+    with pytest.raises(ValueError, match="skew"):
+        ProductCache(10, skew=-0.5)

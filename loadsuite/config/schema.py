@@ -200,6 +200,17 @@ class ContentionConfig(_Section):
     quantity: int = Field(1, ge=1)
 
 
+class PopularityConfig(_Section):
+    skew: float = Field(1.0, ge=0, le=5)
+
+
+class FlashSaleConfig(_Section):
+    enabled: bool = True
+    start_seconds: float = Field(10.0, ge=0)
+    duration_seconds: float = Field(10.0, gt=0)
+    stock: int = Field(1000, ge=1)
+
+
 class SuiteConfig(_Section):
     service: ServiceConfig = ServiceConfig()
     test_data: TestDataConfig = TestDataConfig()
@@ -213,6 +224,8 @@ class SuiteConfig(_Section):
     monitoring: MonitoringConfig = MonitoringConfig()
     oracle: OracleConfig = OracleConfig()
     contention: ContentionConfig = ContentionConfig()
+    popularity: PopularityConfig = PopularityConfig()
+    flash_sale: FlashSaleConfig = FlashSaleConfig()
 
     @model_validator(mode="after")
     def _some_work(self) -> "SuiteConfig":

@@ -9,11 +9,11 @@ the stock before traffic and after it, and checks every product. Three layers:
 - `wiring`: the Locust listeners (snapshots, master/worker flush protocol, `finalize`), attached by
   event_hooks.register().
 """
-from .checks import (BUY_OUTCOMES, MAX_VIOLATIONS_LISTED, STOCK_SET_OUTCOMES, BuyRecord, OracleResult, StockSetRecord, Violation, check,
+from .checks import (BUY_OUTCOMES, MAX_VIOLATIONS_LISTED, VIOLATION_KINDS, counts_text, STOCK_SET_OUTCOMES, BuyRecord, OracleResult, StockSetRecord, Violation, check,
                      parse_available, record_dict)
 from .ledger import CHUNK_RECORDS, InventoryRecorder, PendingBuy, recorder, split_payload
 from .wiring import MESSAGE_FLUSH, MESSAGE_RECORDS, finalize, install, listeners, result
 
-__all__ = ["BUY_OUTCOMES", "MAX_VIOLATIONS_LISTED", "STOCK_SET_OUTCOMES", "BuyRecord", "OracleResult", "StockSetRecord", "Violation", "check",
+__all__ = ["BUY_OUTCOMES", "MAX_VIOLATIONS_LISTED", "VIOLATION_KINDS", "counts_text", "STOCK_SET_OUTCOMES", "BuyRecord", "OracleResult", "StockSetRecord", "Violation", "check",
            "parse_available", "record_dict", "CHUNK_RECORDS", "InventoryRecorder", "PendingBuy", "recorder",
            "split_payload", "MESSAGE_FLUSH", "MESSAGE_RECORDS", "finalize", "install", "listeners", "result"]

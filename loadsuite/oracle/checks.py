@@ -1,143 +1,25 @@
 """The oracle's pure core: records, the per-product checks and the result; imports nothing from Locust.
 
-Per product: conservation (from the last stock update nothing overlapped, or the start snapshot, the base
-minus the units of the successful buys after it equals the final stock), lost updates (two successful buys
-with no possible stock update between them never report the same remainingStock), oversell and negative
-stock. What overlaps make undecidable is INCONCLUSIVE, never a violation and never a pass.
+Per product:
+- oversell: confirmed successful buys are a lower bound on what was sold. Units confirmed certainly after
+  a known stock level (start snapshot, applied stock update, INSUFFICIENT_STOCK "Available: N") beyond
+  that level plus every restock that could come between are oversold, whatever else has an unknown outcome.
+- conservation: the final stock must lie in the interval the records allow (buys with unknown outcome, and
+  buys or stock updates whose order is unknown, widen it); outside it is a violation by the size of the gap,
+  inside a wide interval it is INCONCLUSIVE, never a violation and never a pass.
+- lost updates: two successful buys with no possible stock update between them never report the same
+  remainingStock; negative stock.
+Counts per kind are complete; only the lists of findings and their evidence are capped.
 """
 from __future__ import annotations
 
-import re
 from bisect import bisect_left
 from collections import defaultdict
-from datetime import datetime, timezone
 from typing import Any, Iterable, NamedTuple
 
-BUY_OUTCOMES = ("ok", "insufficient", "not_found", "failed")
-STOCK_SET_OUTCOMES = ("ok", "failed", "rejected")
-MAX_VIOLATIONS_PER_KIND = 5  # per product; all are counted in violations_total
-MAX_VIOLATIONS_LISTED = 50
-MAX_EVIDENCE = 10
-_AVAILABLE = re.compile(r"Available:\s*(-?\d+)")
-
-
-# Records ------------------------------------------------------------------------------------------
-
-class BuyRecord(NamedTuple):
-    """One POST /products/buy as the load generator saw it (times are time.time() wall clock)."""
-
-    start: float
-    end: float
-    product: str
-    quantity: int
-    outcome: str  # ok | insufficient | not_found | failed (unknown: may or may not have been applied)
-    remaining: int | None = None  # remainingStock of an ok answer
-    available: int | None = None  # "Available: N" of an insufficient answer
-    source: str = "local"  # the load-generator process, for clock-skew handling
-
-
-class StockSetRecord(NamedTuple):
-    """One PATCH /products/stock (times are time.time() wall clock)."""
-
-    start: float
-    end: float
-    product: str
-    stock: int
-    outcome: str  # ok | failed (unknown) | rejected (4xx: certainly not applied)
-    source: str = "local"
-
-
-def parse_available(message: str | None) -> int | None:
-    """N from an INSUFFICIENT_STOCK message "... Available: N, Requested: M", or None."""
-    match = _AVAILABLE.search(message or "")
-    return int(match.group(1)) if match else None
-
-
-# Result -------------------------------------------------------------------------------------------
-
-def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="microseconds")
-
-
-def record_dict(record: BuyRecord | StockSetRecord) -> dict[str, Any]:
-    """A record as JSON-able evidence, with ISO-8601 UTC times."""
-    common = {"product": record.product, "start": _iso(record.start), "end": _iso(record.end),
-              "duration_ms": round((record.end - record.start) * 1000, 3), "source": record.source}
-    if isinstance(record, StockSetRecord):
-        return {"request": "stock update", **common, "stock": record.stock, "outcome": record.outcome}
-    evidence = {"request": "buy", **common, "quantity": record.quantity, "outcome": record.outcome}
-    if record.remaining is not None:
-        evidence["remaining"] = record.remaining
-    if record.available is not None:
-        evidence["available"] = record.available
-    return evidence
-
-
-class Violation(NamedTuple):
-    """A consistency violation: which product, what kind, one line with the numbers, the records involved."""
-
-    product: str
-    kind: str  # conservation | lost_update | oversell | negative_stock
-    message: str
-    evidence: tuple = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"product": self.product, "kind": self.kind, "message": self.message,
-                "evidence": [record_dict(r) if isinstance(r, tuple) else r for r in self.evidence[:MAX_EVIDENCE]]}
-
-
-class OracleResult:
-    """The oracle's verdict: passed True (something decided, no violation), False (a violation), None (nothing decided)."""
-
-    __slots__ = ("passed", "products_checked", "inconclusive", "violations", "violations_total",
-                 "dropped_records", "notes")
-
-    def __init__(self, passed: bool | None, products_checked: int, inconclusive: list[tuple[str, str]],
-                 violations: list[Violation], violations_total: int = 0, dropped_records: int = 0,
-                 notes: Iterable[str] = ()) -> None:
-        self.passed = passed
-        self.products_checked = products_checked
-        self.inconclusive = inconclusive
-        self.violations = violations
-        self.violations_total = max(violations_total, len(violations))
-        self.dropped_records = dropped_records
-        self.notes = list(notes)
-
-    @classmethod
-    def undecided(cls, note: str) -> "OracleResult":
-        """Nothing could be checked (no test ran, the oracle itself failed)."""
-        return cls(None, 0, [], [], notes=[note])
-
-    def to_dict(self) -> dict[str, Any]:
-        """The "consistency" object of summary.json (plus inconclusive_products, violations_total and notes)."""
-        return {
-            "enabled": True,
-            "passed": self.passed,
-            "products_checked": self.products_checked,
-            "inconclusive": len(self.inconclusive),
-            "inconclusive_products": [{"product": p, "reason": r} for p, r in self.inconclusive],
-            "violations": [v.to_dict() for v in self.violations],
-            "violations_total": self.violations_total,
-            "dropped_records": self.dropped_records,
-            "notes": list(self.notes),
-        }
-
-    def summary_line(self) -> str:
-        state = {True: "passed", False: "FAILED", None: "inconclusive"}[self.passed]
-        line = (f"consistency {state}: {self.products_checked} products checked, "
-                f"{len(self.inconclusive)} inconclusive, {self.violations_total} violations")
-        if self.violations:
-            kinds = defaultdict(int)
-            for v in self.violations:
-                kinds[v.kind] += 1
-            line += " (" + ", ".join(f"{k} x{n}" for k, n in sorted(kinds.items())) + ")"
-            line += f"; first: {self.violations[0].product}: {self.violations[0].message}"
-        if self.notes:
-            line += "; " + "; ".join(self.notes)
-        return line
-
-    def __repr__(self) -> str:
-        return f"OracleResult({self.summary_line()!r})"
+from .records import (BUY_OUTCOMES, MAX_EVIDENCE, MAX_VIOLATIONS_LISTED, MAX_VIOLATIONS_PER_KIND,  # noqa: F401
+                      STOCK_SET_OUTCOMES, VIOLATION_KINDS, BuyRecord, OracleResult, StockSetRecord, Violation,
+                      counts_text, parse_available, record_dict)
 
 
 # The check ----------------------------------------------------------------------------------------
@@ -202,29 +84,36 @@ def check(start_stock: dict[str, int] | None, final_stock: dict[str, int] | None
     products = set(start_stock or ()) | set(final_stock or ()) | dropped
     products |= {p for p, (bs, ss) in per_product.items() if ss or any(b.outcome in ("ok", "failed") for b in bs)}
 
-    violations: list[Violation] = []
+    listed: list[Violation] = []
+    counts: dict[str, int] = defaultdict(int)
+    units: dict[str, int] = defaultdict(int)
     inconclusive: list[tuple[str, str]] = []
     for product in sorted(products):
         buys_p, sets_p = per_product.get(product, ([], []))
-        found: list[Violation] = []
-        found += _negative_stock(product, buys_p, (final_stock or {}).get(product))
+        found: list[tuple[list[Violation], int, int]] = [_negative_stock(product, buys_p, (final_stock or {}).get(product))]
         if missing:
             reason = f"records missing from {', '.join(missing)}"
         elif product in dropped:
             reason = "records dropped (more than oracle.max_records)"
         else:
             index = _Sets(sets_p, skew)
-            found += _lost_updates(product, buys_p, index)
-            found += _oversells(product, buys_p, index)
+            found.append(_lost_updates(product, buys_p, index))
+            found.append(_oversell(product, buys_p, sets_p, start_stock, skew))
             reason, conservation = _conservation(product, buys_p, sets_p, skew, start_stock, final_stock,
                                                  start_error, final_error)
             if conservation is not None:
-                found.append(conservation)
+                found.append(([conservation], 1, conservation.units or 0))
+        found = [f for f in found if f[1]]
+        found.sort(key=lambda f: VIOLATION_KINDS.index(f[0][0].kind))  # the plainest fact first: oversell
+        for violations, count, lost_units in found:
+            if count:
+                counts[violations[0].kind] += count
+                units[violations[0].kind] += lost_units
+            listed += violations[:MAX_VIOLATIONS_PER_KIND]
         if reason:
             inconclusive.append((product, reason))
-        violations += found
 
-    total = len(violations)
+    total = sum(counts.values())
     notes = []
     if missing:
         notes.append(f"{', '.join(missing)} did not report: results inconclusive")
@@ -232,135 +121,193 @@ def check(start_stock: dict[str, int] | None, final_stock: dict[str, int] | None
         notes.append(f"start snapshot failed: {start_error}")
     if final_error:
         notes.append(f"final snapshot failed: {final_error}")
-    if total > MAX_VIOLATIONS_LISTED:
-        notes.append(f"{total - MAX_VIOLATIONS_LISTED} more violations not listed")
-    if violations:
+    if total > min(len(listed), MAX_VIOLATIONS_LISTED):
+        notes.append(f"{total - min(len(listed), MAX_VIOLATIONS_LISTED)} more violations not listed")
+    if total:
         passed: bool | None = False
     else:
         passed = True if len(products) > len(inconclusive) else None
     if not products:
         notes.append("nothing to check: no products in the snapshots and no records")
-    return OracleResult(passed, len(products), inconclusive, violations[:MAX_VIOLATIONS_LISTED], total,
-                        dropped_records, notes)
+    return OracleResult(passed, len(products), inconclusive, listed[:MAX_VIOLATIONS_LISTED], total,
+                        dropped_records, notes, counts, units)
 
 
-def _negative_stock(product: str, buys: list[BuyRecord], final: int | None) -> list[Violation]:
-    found = []
+def _negative_stock(product: str, buys: list[BuyRecord], final: int | None) -> tuple[list[Violation], int, int]:
+    """(the first violations, how many in all, 0): a successful buy reporting remainingStock < 0, a final stock < 0."""
+    found, count = [], 0
     for b in buys:
         if b.outcome == "ok" and b.remaining is not None and b.remaining < 0:
-            found.append(Violation(product, "negative_stock",
-                                   f"a buy of {b.quantity} succeeded and reported remainingStock {b.remaining}", (b,)))
-            if len(found) >= MAX_VIOLATIONS_PER_KIND:
-                break
+            count += 1
+            if len(found) < MAX_VIOLATIONS_PER_KIND:
+                found.append(Violation(product, "negative_stock",
+                                       f"a buy of {b.quantity} succeeded and reported remainingStock {b.remaining}", (b,)))
     if final is not None and final < 0:
-        found.append(Violation(product, "negative_stock", f"the final stock is {final}"))
-    return found
+        count += 1
+        found.insert(0, Violation(product, "negative_stock", f"the final stock is {final}", units=-final))
+    return found, count, 0
 
 
-def _lost_updates(product: str, buys: list[BuyRecord], sets: _Sets, pairs_per_buy: int = 3) -> list[Violation]:
-    """Two successful buys reporting the same remainingStock with no stock update that could come between."""
+def _lost_updates(product: str, buys: list[BuyRecord], sets: _Sets) -> tuple[list[Violation], int, int]:
+    """Successful buys reporting the same remainingStock as an earlier one with no stock update that could
+    come between: each such buy is one lost update (counted all; the first MAX_VIOLATIONS_PER_KIND listed)."""
     by_remaining: dict[int, list[BuyRecord]] = defaultdict(list)
     for b in buys:
         if b.outcome == "ok" and b.remaining is not None:
             by_remaining[b.remaining].append(b)
-    found = []
+    found, count, lost_units = [], 0, 0
     for remaining, group in sorted(by_remaining.items()):
         if len(group) < 2:
             continue
         group.sort(key=lambda b: b.start)
         # A stock update that starts between two buys' starts could come between them: no need to look closer.
         windows = [bisect_left(sets.starts, b.start) for b in group]
-        for i, first in enumerate(group):
-            for j in range(i + 1, min(i + 1 + pairs_per_buy, len(group))):
-                if windows[j] != windows[i]:
-                    break
-                second = group[j]
-                if sets.between(first, second) is None:
-                    found.append(Violation(
-                        product, "lost_update",
-                        f"two successful buys ({first.quantity} and {second.quantity} units) both reported "
-                        f"remainingStock {remaining} with no stock update that could come between them: "
-                        f"one of the two stock changes was lost", (first, second)))
-                    break
-            if len(found) >= MAX_VIOLATIONS_PER_KIND:
-                return found
-    return found
+        for j in range(1, len(group)):
+            first, second = group[j - 1], group[j]
+            if windows[j] != windows[j - 1] or sets.between(first, second) is not None:
+                continue
+            count += 1
+            lost_units += min(first.quantity, second.quantity)
+            if len(found) < MAX_VIOLATIONS_PER_KIND:
+                found.append(Violation(
+                    product, "lost_update",
+                    f"two successful buys ({first.quantity} and {second.quantity} units) both reported "
+                    f"remainingStock {remaining} with no stock update that could come between them: "
+                    f"one of the two stock changes was lost", (first, second), min(first.quantity, second.quantity)))
+    return found, count, lost_units
 
 
-def _oversells(product: str, buys: list[BuyRecord], sets: _Sets) -> list[Violation]:
-    """An INSUFFICIENT_STOCK "Available: A", then (no stock update possibly between) a successful buy of more than A."""
+class _Anchor(NamedTuple):
+    """A stock level the service is known to have had at some moment between start and end."""
+
+    level: int
+    start: float
+    end: float
+    source: str
+    record: Any  # the record that shows it, None for the start snapshot
+    text: str
+
+
+def _oversell(product: str, buys: list[BuyRecord], sets: list[StockSetRecord], start_stock: dict[str, int] | None,
+              skew: float) -> tuple[list[Violation], int, int]:
+    """Confirmed buys are a lower bound on what was sold: units confirmed certainly after a known stock level
+    beyond that level plus every restock that could come between are oversold, whatever else is unknown.
+
+    Known levels: the start snapshot, each applied stock update, each INSUFFICIENT_STOCK "Available: N".
+    For each, every prefix of the buys after it is weighed against the restocks that could precede the end
+    of that prefix (a restock that may fall anywhere in it counts in full: more restocks only raise the bound,
+    so no correct store is ever flagged). One violation per product: the largest number of units oversold.
+    O((buys + stock updates + refusals) log n): one suffix maximum serves every known level.
+    """
     ok = sorted((b for b in buys if b.outcome == "ok"), key=lambda b: b.start)
     if not ok:
-        return []
+        return [], 0, 0
+    refusals = [b for b in buys if b.outcome == "insufficient" and b.available is not None]
+    gap = 0.0 if len({r.source for r in (*ok, *sets, *refusals)}) <= 1 else skew
+    restocks = sorted(sets, key=lambda s: s.start)  # applied and unknown: each may add up to its value
+    restock_starts = [s.start for s in restocks]
+    longest = max((s.end - s.start for s in restocks), default=0.0)
+    added = [0]  # added[k]: the units the first k restocks could add
+    for s in restocks:
+        added.append(added[-1] + max(0, s.stock))
+    sold = [0]  # sold[i]: units of the first i confirmed buys
+    for b in ok:
+        sold.append(sold[-1] + b.quantity)
+    # best_from[i]: the largest sold[j + 1] - added[reach(j)] for j >= i, where reach(j) counts the restocks
+    # that begin before some buy up to j ends (they could come before that buy), and where it is reached.
+    reach, ahead = 0, []
+    for j, b in enumerate(ok):
+        reach = max(reach, bisect_left(restock_starts, b.end + gap))
+        ahead.append(sold[j + 1] - added[reach])
+    best_from: list[tuple[int, int]] = [(0, 0)] * (len(ok) + 1)
+    best_from[len(ok)] = (-(1 << 62), len(ok))
+    for j in range(len(ok) - 1, -1, -1):
+        best_from[j] = max((ahead[j], j), best_from[j + 1], key=lambda pair: pair[0])
     starts = [b.start for b in ok]
-    largest = max(b.quantity for b in ok)
-    found = []
-    refused = sorted((b for b in buys if b.outcome == "insufficient" and b.available is not None),
-                     key=lambda b: b.start)
-    for no in refused:
-        if largest <= no.available:
+    anchors: list[_Anchor] = []
+    if start_stock is not None and product in start_stock:
+        anchors.append(_Anchor(start_stock[product], float("-inf"), float("-inf"), "", None,
+                               f"the start snapshot showed {start_stock[product]} in stock"))
+    anchors += [_Anchor(s.stock, s.start, s.end, s.source, s, f"the stock update set it to {s.stock}")
+                for s in restocks if s.outcome == "ok"]
+    anchors += [_Anchor(b.available, b.start, b.end, b.source, b,
+                        f"INSUFFICIENT_STOCK said only {b.available} were available") for b in refusals]
+    best: tuple[int, _Anchor, int, int, int] | None = None  # (units oversold, anchor, first buy, last buy, restocked)
+    for anchor in anchors:
+        first = bisect_left(starts, anchor.end + gap)  # buys that certainly began after the level was seen
+        if first >= len(ok):
             continue
-        # Every buy that could follow `no` with no restock in between starts before the first stock
-        # update that is not certainly over when `no` began.
-        k = bisect_left(sets.starts, no.start - sets.longest - sets.skew)
-        while k < len(sets.sets) and _before(sets.sets[k], no, sets.skew):
-            k += 1
-        limit = sets.sets[k].start if k < len(sets.sets) else float("inf")
-        for index in range(bisect_left(starts, no.end), len(ok)):
-            later = ok[index]
-            if later.start > limit:
-                break
-            if later.quantity <= no.available or not _before(no, later, sets.skew):
-                continue
-            if sets.between(no, later) is not None:
-                break  # this and every later buy may follow a restock
-            found.append(Violation(
-                product, "oversell",
-                f"a buy of {later.quantity} succeeded after INSUFFICIENT_STOCK said only {no.available} were "
-                f"available, with no stock update in between: {later.quantity - no.available} units oversold",
-                (no, later)))
-            break
-        if len(found) >= MAX_VIOLATIONS_PER_KIND:
-            break
-    return found
+        top, last = best_from[first]
+        # Restocks that certainly ended before the anchor began cannot come after it.
+        before = bisect_left(restock_starts, anchor.start - longest - gap) if restocks else 0
+        own = max(0, anchor.record.stock) if isinstance(anchor.record, StockSetRecord) else 0
+        restocked = (sold[last + 1] - top) - added[before] - own
+        excess = top - sold[first] - anchor.level + added[before] + own
+        if excess > 0 and (best is None or excess > best[0]):
+            best = (excess, anchor, first, last, restocked)
+    if best is None:
+        return [], 0, 0
+    excess, anchor, first, last, restocked = best
+    sold_records = ok[first:last + 1]
+    units = sum(b.quantity for b in sold_records)
+    restock_text = f" plus at most {restocked} units restocked in between" if restocked else \
+        " with no stock update in between"
+    message = (f"{units} units were confirmed sold in {len(sold_records)} buys after {anchor.text}"
+               f"{restock_text}: {excess} units oversold")
+    evidence = ((anchor.record,) if anchor.record is not None else ()) + tuple(sold_records[-(MAX_EVIDENCE - 1):])
+    return [Violation(product, "oversell", message, evidence, excess)], 1, excess
 
 
 def _conservation(product, buys, sets, skew, start_stock, final_stock, start_error, final_error):
-    """(inconclusive reason or None, violation or None) for base - units sold after it == final stock."""
+    """(inconclusive reason or None, violation or None): the final stock must lie in the interval the records allow.
+
+    The base is the last stock level applied: every stock update that no applied update certainly followed
+    could be it (the start snapshot when no update is known to be applied). From a base, successful buys
+    certainly after it were sold for sure; buys with unknown outcome after it, and successful buys that
+    overlap it, may or may not count. A final stock outside every base's interval is a violation (by the size
+    of the gap); inside a wide interval it is inconclusive; equal to a single possible value it passes.
+    """
     final = None if final_stock is None else final_stock.get(product)
     if final is None:
         return (f"final snapshot failed: {final_error}" if final_error else
                 "no final stock" if final_stock is None else "not in the final stock snapshot"), None
     changing = [b for b in buys if b.outcome in ("ok", "failed")]
-    if sets:
-        last = max(sets, key=lambda s: s.start)
-        if any(s is not last and not _before(s, last, skew) for s in sets):
-            return "the last stock updates overlap each other", None
-        if last.outcome != "ok":
-            return "the last stock update has an unknown outcome (failed)", None
-        if any(_overlap(b, last, skew) for b in changing):
-            return "a buy overlaps the last stock update", None
-        base, base_record = last.stock, last
-        base_text = f"the stock update to {last.stock}"
-        after = [b for b in changing if _before(last, b, skew)]
-    else:
+    applied = sorted((s for s in sets if s.outcome == "ok"), key=lambda s: s.start, reverse=True)
+    latest = applied[0].start if applied else float("-inf")
+    bases = [s for s in sets if s.end + skew > latest and not any(_before(s, t, skew) for t in applied if t.start >= s.end)]
+    ranges = []  # (low, high, base level, base record, certain buys)
+    if not applied:
         start = None if start_stock is None else start_stock.get(product)
         if start is None:
-            return (f"start snapshot failed: {start_error}" if start_error else
-                    "no start stock" if start_stock is None else "not in the start stock snapshot"), None
-        base, base_record, base_text, after = start, None, "the start snapshot", changing
-    if any(b.outcome == "failed" for b in after):
-        return "a buy after the last known stock has an unknown outcome (failed)", None
-    sold_records = [b for b in after if b.outcome == "ok"]
-    sold = sum(b.quantity for b in sold_records)
-    expected = base - sold
-    if expected == final:
-        return None, None
-    if final > expected:
-        detail = f"{final - expected} units sold that the stock does not account for"
+            if not bases:
+                return (f"start snapshot failed: {start_error}" if start_error else
+                        "no start stock" if start_stock is None else "not in the start stock snapshot"), None
+            return "no stock update is known to be applied and the start stock is unknown", None
+        certain = [b for b in changing if b.outcome == "ok"]
+        unknown = sum(b.quantity for b in changing if b.outcome == "failed")
+        sold = sum(b.quantity for b in certain)
+        ranges.append((start - sold - unknown, start - sold, start, None, certain))
+    for base in bases:
+        certain = [b for b in changing if b.outcome == "ok" and _before(base, b, skew)]
+        unknown = sum(b.quantity for b in changing if not _before(b, base, skew) and not
+                      (b.outcome == "ok" and _before(base, b, skew)))
+        sold = sum(b.quantity for b in certain)
+        ranges.append((base.stock - sold - unknown, base.stock - sold, base.stock, base, certain))
+    if any(low <= final <= high for low, high, *_ in ranges):
+        if any(low == final == high for low, high, *_ in ranges):
+            return None, None
+        low, high = min(r[0] for r in ranges), max(r[1] for r in ranges)
+        return (f"the final stock {final} lies within {low}..{high}, what buys and stock updates with unknown "
+                f"outcome or overlapping order allow"), None
+    low, high, level, base_record, certain = min(ranges, key=lambda r: r[0] - final if final < r[0] else final - r[1])
+    sold = sum(b.quantity for b in certain)
+    base_text = f"the stock update to {level}" if base_record is not None else "the start snapshot"
+    allowed = f"{low}" if low == high else f"{low}..{high}"
+    if final > high:
+        size, detail = final - high, f"{final - high} units sold that the stock does not account for"
     else:
-        detail = f"{expected - final} units disappeared without a successful buy"
-    message = (f"stock went {base} -> {final} (from {base_text}) but {sold} units were sold successfully "
-               f"in {len(sold_records)} buys: {detail}")
-    evidence = ((base_record,) if base_record else ()) + tuple(sold_records[-(MAX_EVIDENCE - 1):])
-    return None, Violation(product, "conservation", message, evidence)
+        size, detail = low - final, f"{low - final} units disappeared without a successful buy"
+    message = (f"stock went {level} -> {final} (from {base_text}) but {sold} units were sold successfully "
+               f"in {len(certain)} buys (the records allow a final stock of {allowed}): {detail}")
+    evidence = ((base_record,) if base_record is not None else ()) + tuple(certain[-(MAX_EVIDENCE - 1):])
+    return None, Violation(product, "conservation", message, evidence, size)

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, TextIO
 
+from ..oracle.checks import counts_text
 from .format import fmt_metric
 
 GREEN, RED, YELLOW, BOLD, RESET = "\033[32m", "\033[31m", "\033[33m", "\033[1m", "\033[0m"
@@ -22,6 +23,22 @@ def use_colour(stream: TextIO, env: Mapping[str, str] | None = None) -> bool:
     if env.get("FORCE_COLOR"):
         return True
     return hasattr(stream, "isatty") and stream.isatty() and env.get("TERM") != "dumb"
+
+
+def violation_counts(consistency: dict[str, Any]) -> dict[str, int]:
+    """The complete count of violations per kind (summaries written before counts existed: the listed ones)."""
+    counts = consistency.get("violation_counts")
+    if isinstance(counts, dict) and counts:
+        return dict(counts)
+    listed: dict[str, int] = {}
+    for violation in consistency.get("violations") or []:
+        listed[violation["kind"]] = listed.get(violation["kind"], 0) + 1
+    return listed
+
+
+def consistency_counts(consistency: dict[str, Any]) -> str:
+    """One line for every output: "oversell x1 (537 units), lost_update x12", or "" without violations."""
+    return counts_text(violation_counts(consistency), consistency.get("violation_units") or {})
 
 
 def oracle_counts(consistency: Mapping[str, Any]) -> str:
@@ -62,7 +79,12 @@ def verdict_block(summary: Mapping[str, Any], folder: Path | str, colour: bool =
         state = consistency.get("passed")
         word = {True: paint("pass", GREEN), False: paint("FAIL", RED)}.get(state, paint("inconclusive", YELLOW))
         lines.append(f"oracle: {word}: {oracle_counts(consistency)}")
-        for violation in (consistency.get("violations") or [])[:5]:
+        by_kind = consistency_counts(consistency)
+        if by_kind:
+            lines.append(f"  violations by kind: {by_kind}")
+        order = {"oversell": 0, "conservation": 1, "negative_stock": 2, "lost_update": 3}
+        violations = sorted(consistency.get("violations") or [], key=lambda v: order.get(v.get("kind"), 9))
+        for violation in violations[:5]:
             lines.append(f"  {violation.get('kind')}: {violation.get('product')}: {violation.get('message')}")
     else:
         lines.append("oracle: disabled")

@@ -8,6 +8,7 @@ import pandas as pd
 
 from . import charts as result_charts
 from .charts import short_reason
+from .verdict import violation_counts
 from .results import FAILURES_CSV, SUMMARY_JSON, SUMMARY_MD, Run, load_run, timeline
 from .format import fmt_metric, fmt_ms, small_sample_note
 from .tables import TABLE_HEADERS, has_small_samples, md_escape, md_table, table_rows, text_table
@@ -151,12 +152,19 @@ def summary_markdown(run: Run, charts: list[tuple[str, str]]) -> str:
                          f"{consistency.get('inconclusive', 0)} inconclusive, "
                          f"{consistency.get('dropped_records', 0)} records dropped.")
             violations = consistency.get("violations") or []
+            counts = violation_counts(consistency)
+            if counts:
+                units = consistency.get("violation_units") or {}
+                lines += ["", md_table(("Kind", "Violations", "Units"), left=1, rows=[
+                    [kind, str(count), str(units.get(kind, "-"))] for kind, count in counts.items()])]
             if violations:
                 lines += ["", md_table(("Product", "Kind", "Message"), left=3, rows=[
                     [str(v.get("product")), str(v.get("kind")), str(v.get("message"))]
                     for v in violations[:20] if isinstance(v, dict)])]
-                if len(violations) > 20:
-                    lines.append(f"\n… and {len(violations) - 20} more violations in {SUMMARY_JSON}.")
+                total = max(sum(counts.values()), len(violations))
+                if total > min(len(violations), 20):
+                    lines.append(f"\n… {total - min(len(violations), 20)} more violations not listed here "
+                                 f"(counted above; {SUMMARY_JSON} lists up to {len(violations)}).")
 
     custom = s.get("custom_stats")
     if isinstance(custom, dict) and custom:

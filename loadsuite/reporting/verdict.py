@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Iterable
 from xml.sax.saxutils import escape, quoteattr
 
+from .console import consistency_counts, verdict_block, violation_counts  # noqa: F401 - re-exported
 from .format import fmt_metric, ordered_percentiles
 
 METRICS = ("error_rate", "p95_ms", "p99_ms", "avg_ms", "min_rps")
@@ -101,8 +102,9 @@ def decide(thresholds: list[ThresholdResult], consistency: dict[str, Any], requi
     """Pass only when every threshold passed and the oracle did not find a violation (when required)."""
     reasons = [result.describe() for result in thresholds if not result.passed]
     if require_consistency and consistency.get("enabled") and consistency.get("passed") is False:
-        count = len(consistency.get("violations", []))
-        kinds = sorted({violation["kind"] for violation in consistency.get("violations", [])})
+        counts = violation_counts(consistency)
+        count = consistency.get("violations_total") or sum(counts.values()) or len(consistency.get("violations", []))
+        kinds = sorted(counts)
         reasons.append(f"FAIL: consistency: {count} violation(s): {', '.join(kinds)}")
     passed = not reasons
     return {"passed": passed, "exit_code": 0 if passed else 1, "reasons": reasons}
@@ -110,7 +112,6 @@ def decide(thresholds: list[ThresholdResult], consistency: dict[str, Any], requi
 
 def verdict_table(summary: dict[str, Any], folder: Path | str | None = None, colour: bool = False) -> str:
     """The verdict block for the end of a run (one renderer: reporting/console.py)."""
-    from .console import verdict_block
     return verdict_block(summary, folder if folder is not None else Path("results") / str(summary.get("run_id", "")),
                          colour)
 
@@ -132,8 +133,11 @@ def write_junit(folder: Path, summary: dict[str, Any]) -> Path:
     if consistency.get("enabled"):
         state = consistency.get("passed")
         if state is False:
-            text = "\n".join(f"{v['kind']}: {v['product']}: {v['message']}" for v in consistency.get("violations", []))
-            body = f'<failure message="inventory consistency violated">{escape(text)}</failure>'
+            counts = consistency_counts(consistency)
+            text = "\n".join([f"violations by kind: {counts}"] * bool(counts) +
+                             [f"{v['kind']}: {v['product']}: {v['message']}" for v in consistency.get("violations", [])])
+            message = "inventory consistency violated" + (f": {counts}" if counts else "")
+            body = f'<failure message={quoteattr(message)}>{escape(text)}</failure>'
         elif state is None:
             body = f"<skipped message={quoteattr('inconclusive: ' + str(consistency.get('note', 'no product could be decided')))}/>"
         else:

@@ -26,6 +26,7 @@ from typing import Any
 import gevent
 
 from ..reporting.format import fmt_metric
+from ..reporting.verdict import violation_counts
 
 TAB_KEY = "verdict"
 TAB_TITLE = "Verdict & custom stats"
@@ -205,6 +206,11 @@ def consistency_rows(consistency: Mapping[str, Any]) -> list[dict[str, str]]:
     result = {True: "passed", False: "FAILED"}.get(passed, "inconclusive")
     rows = [_row("consistency", "inventory oracle", "all products", limit="0 violations", observed=observed,
                  result=result)]
+    units = consistency.get("violation_units") or {}
+    for kind, count in violation_counts(consistency).items():
+        size = f" ({units[kind]} units)" if units.get(kind) else ""
+        rows.append(_row("consistency", f"{kind} violations", "all products", limit="0",
+                         observed=f"{count}{size}", result="FAIL"))
     for violation in violations:
         rows.append(_row("violation", violation.get("kind", ""), violation.get("product", ""),
                          observed=violation.get("message", ""), result="FAIL"))

@@ -1,0 +1,142 @@
+"""The default run (shipped config.yaml, no user class named) catches a service that loses concurrent buys, and
+passes a correct one even when every product list comes back in a different order (as the real Go service's do).
+
+The shuffling proxy in front of the correct service is this file run as a script (aiohttp, its own process):
+`python tests/test_detection.py UPSTREAM_PORT PORT`; `GET /__shuffled` answers how many lists it reordered.
+"""
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+SECONDS = "20"  # the flash sale opens at 10 s (config.yaml flash_sale.start_seconds) and lasts a few seconds
+
+
+def _proxy_main(upstream_port: int, port: int) -> None:
+    """Relay everything to the service; shuffle the data list of every successful GET /products... answer."""
+    import aiohttp
+    from aiohttp import web
+
+    upstream = f"http://127.0.0.1:{upstream_port}"
+    shuffled = 0
+    dropped = {"host", "content-length", "transfer-encoding", "connection"}
+
+    async def relay(request: web.Request) -> web.Response:
+        nonlocal shuffled
+        if request.path == "/__shuffled":
+            return web.json_response({"shuffled": shuffled})
+        session: aiohttp.ClientSession = request.app["session"]
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in dropped}
+        async with session.request(request.method, upstream + request.path_qs, headers=headers,
+                                   data=await request.read(), skip_auto_headers=("Content-Type",),
+                                   allow_redirects=False) as answer:
+            body = await answer.read()
+            if request.method == "GET" and request.path.startswith("/products") and answer.status == 200:
+                document = json.loads(body)
+                if isinstance(document.get("data"), list) and len(document["data"]) > 1:
+                    random.shuffle(document["data"])
+                    body = json.dumps(document).encode()
+                    shuffled += 1
+            keep = {k: v for k, v in answer.headers.items() if k.lower() not in dropped | {"content-encoding"}}
+            return web.Response(status=answer.status, body=body, headers=keep)
+
+    async def session(app: web.Application):
+        app["session"] = aiohttp.ClientSession(auto_decompress=False)
+        yield
+        await app["session"].close()
+
+    app = web.Application()
+    app.cleanup_ctx.append(session)
+    app.router.add_route("*", "/{tail:.*}", relay)
+    web.run_app(app, host="127.0.0.1", port=port, print=lambda *_: print("listening", flush=True))
+
+
+if __name__ == "__main__":
+    _proxy_main(int(sys.argv[1]), int(sys.argv[2]))
+    raise SystemExit(0)
+
+
+from suite_runs import run_suite  # noqa: E402  (the script above needs none of this)
+from tests.conftest import free_port  # noqa: E402
+
+pytestmark = pytest.mark.e2e
+
+
+class ShufflingProxy:
+    """`python tests/test_detection.py UPSTREAM PORT` as a context manager; stopped (bounded) on exit."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__)), str(upstream_port), str(self.port)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def __enter__(self) -> "ShufflingProxy":
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                self.shuffled()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        self.__exit__()
+        raise RuntimeError(f"the shuffling proxy did not start: {self.proc.stdout.read()[-2000:]}")
+
+    def shuffled(self) -> int:
+        with urllib.request.urlopen(self.url + "/__shuffled", timeout=2) as answer:
+            return json.loads(answer.read())["shuffled"]
+
+    def __exit__(self, *_exc) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+
+def test_the_default_run_fails_the_oracle_against_a_service_that_loses_concurrent_buys(tmp_path, service_factory):
+    service = service_factory("--unsafe-buy")
+    run = run_suite("headless", "10", SECONDS, service.url, "--no-analysis", results_root=tmp_path, timeout=120)
+    assert run.returncode == 1, run.explain()
+    summary = run.summary()
+    consistency = summary["consistency"]
+    assert consistency["passed"] is False
+    counts = consistency["violation_counts"]
+    assert counts.get("lost_update", 0) + counts.get("oversell", 0) >= 1, counts
+    # Only the oracle fails: the rush itself is ordinary shop traffic for every threshold.
+    assert [r for r in summary["verdict"]["reasons"] if not r.startswith("FAIL: consistency")] == [], summary["verdict"]
+    sale = {row["name"]: row for row in summary["endpoints"]}
+    assert sale["Flash_Sale_Restock"]["requests"] >= 1 and sale["Flash_Sale_Buy"]["requests"] >= 100
+    assert sale["Buy_Product"]["requests"] > 0 and sale["Get_All_Products"]["requests"] > 0  # the mix went on
+    flagged = {v["product"] for v in consistency["violations"] if v["kind"] in ("lost_update", "oversell")}
+    assert min(_catalogue(service.url)) in flagged  # the best-seller the sale was on
+
+
+def test_the_default_run_passes_a_correct_service_whose_lists_come_in_random_order(tmp_path, service_factory):
+    service = service_factory()
+    with ShufflingProxy(service.port) as proxy:
+        run = run_suite("headless", "10", SECONDS, proxy.url, "--no-analysis", results_root=tmp_path, timeout=120)
+        shuffled = proxy.shuffled()
+    assert run.returncode == 0, run.explain()
+    summary = run.summary()
+    assert summary["totals"]["failures"] == 0, run.failures()
+    assert summary["consistency"]["passed"] is True and summary["consistency"]["violations_total"] == 0
+    listings = sum(row["requests"] for row in summary["endpoints"]
+                   if row["name"] == "Get_All_Products" or row["name"].startswith("Get_Products_By_Category_"))
+    assert shuffled >= listings // 2 > 0  # most lists really arrived reordered (one-product lists cannot be)
+    assert {row["name"]: row for row in summary["endpoints"]}["Flash_Sale_Buy"]["requests"] >= 100
+
+
+def _catalogue(url: str) -> dict[str, int]:
+    with urllib.request.urlopen(f"{url}/products", timeout=5) as answer:
+        return {p["name"]: p["stock"] for p in json.loads(answer.read())["data"]}
