@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import subprocess
 import sys
 import time
@@ -140,3 +141,31 @@ def test_the_default_run_passes_a_correct_service_whose_lists_come_in_random_ord
 def _catalogue(url: str) -> dict[str, int]:
     with urllib.request.urlopen(f"{url}/products", timeout=5) as answer:
         return {p["name"]: p["stock"] for p in json.loads(answer.read())["data"]}
+
+
+# The real service's observed behaviour (python -m product_service --profile go): the default run reports
+# exactly its defects, each with its reason, and nothing else.
+REAL_DEFECTS = (
+    re.compile(r"status: expected \d{3}, saw 500 DATABASE_ERROR"),  # torn reads, on any endpoint
+    re.compile(r"status: expected 404, saw 500 UNKNOWN_ERROR"),  # Fiber's 404 mapped to 500 (Invalid_Path only)
+)
+ORACLE_DEFECTS = {"lost_update", "oversell", "conservation"}
+
+
+def test_the_default_run_against_the_real_service_profile_names_only_its_real_defects(tmp_path, service_factory):
+    service = service_factory("--profile", "go")
+    run = run_suite("headless", "10", SECONDS, service.url, "--no-analysis", results_root=tmp_path, timeout=120)
+    assert run.returncode == 1, run.explain()
+    failures = run.failures()
+    assert failures, "the real service's 500s on unknown paths must be failures"
+    for row in failures:
+        reason = row["Error"]
+        assert any(pattern.search(reason) for pattern in REAL_DEFECTS), f"not a defect of the real service: {row}"
+        if "UNKNOWN_ERROR" in reason:
+            assert row["Name"] == "Invalid_Path", row
+    assert any(row["Name"] == "Invalid_Path" for row in failures)
+    summary = run.summary()
+    consistency = summary["consistency"]
+    kinds = set(consistency.get("violation_counts") or {})
+    assert consistency["passed"] is False and kinds & {"lost_update", "oversell"}, consistency  # the sale catches it
+    assert kinds <= ORACLE_DEFECTS, consistency  # and the oracle names nothing the real service does not do
