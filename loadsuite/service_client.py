@@ -175,5 +175,5 @@ def snapshot_stock(base_url: str | None, deadline_s: float = DEFAULT_DEADLINE_S,
 
 def first_product_name(base_url: str, deadline_s: float = DEFAULT_DEADLINE_S) -> str | None:
     """The first catalogue name in sorted order (the same on every worker), or None."""
-    stock, _ = snapshot_stock(base_url, deadline_s, attempts=1)
+    stock, _ = snapshot_stock(base_url, deadline_s, attempts=3)
     return min(stock) if stock else None

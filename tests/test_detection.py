@@ -156,15 +156,15 @@ def test_the_default_run_against_the_real_service_profile_names_only_its_real_de
     service = service_factory("--profile", "go")
     run = run_suite("headless", "10", SECONDS, service.url, "--no-analysis", results_root=tmp_path, timeout=120)
     assert run.returncode == 1, run.explain()
-    failures = run.failures()
-    assert failures, "the real service's 500s on unknown paths must be failures"
-    for row in failures:
+    for row in run.failures():
         reason = row["Error"]
         assert any(pattern.search(reason) for pattern in REAL_DEFECTS), f"not a defect of the real service: {row}"
         if "UNKNOWN_ERROR" in reason:
             assert row["Name"] == "Invalid_Path", row
-    assert any(row["Name"] == "Invalid_Path" for row in failures)
     summary = run.summary()
+    unknown_path = {row["name"]: row for row in summary["endpoints"]}.get("Invalid_Path")
+    if unknown_path is not None:  # a rare task (weight 1 of 42): when it ran, each answer was the 500 defect
+        assert unknown_path["failures"] == unknown_path["requests"], unknown_path
     consistency = summary["consistency"]
     kinds = set(consistency.get("violation_counts") or {})
     assert consistency["passed"] is False and kinds & {"lost_update", "oversell"}, consistency  # the sale catches it
