@@ -17,7 +17,7 @@ from loadsuite import oracle
 from loadsuite.config import OracleConfig
 from loadsuite.oracle import BuyRecord, InventoryRecorder, StockSetRecord, check
 from loadsuite.runtime.attach import attach_listeners
-from loadsuite.service_client import snapshot_stock
+from loadsuite.service_client import ServiceClient, snapshot_stock
 from tests.conftest import free_port
 
 P = "Cookbook: Global Cuisine"
@@ -533,6 +533,9 @@ def test_local_run_against_the_unsafe_service_reports_lost_updates(service_facto
     service = service_factory("--unsafe-buy")
     stock_map, _ = snapshot_stock(service.url)
     contended = sorted(stock_map)[:1]
+    # Stock for every buy of the run: the service loses about 7% of concurrent buys, so a product with 40
+    # units would lose none in some runs; the oracle's start snapshot reads this level.
+    assert ServiceClient(service.url).set_stock(contended[0], 5000) == "ok"
     env = _run_local(service.url, contended, users=8, seconds=1.5, end=lambda env: env.runner.quit())
     result = oracle.result(env)
     assert result.passed is False, result.summary_line()
@@ -651,6 +654,7 @@ def test_distributed_sigterm_on_the_master_still_decides(tmp_path, service_facto
     service = service_factory("--unsafe-buy")
     stock_map, _ = snapshot_stock(service.url)
     products = sorted(stock_map)[:1]
+    assert ServiceClient(service.url).set_stock(products[0], 5000) == "ok"  # enough to lose some of ~7%
     result, log = _run_distributed(tmp_path, service.url, products, ["-u", "8", "-r", "50", "-t", "60s"],
                                    signal_after=1.5)
     assert result["passed"] is False, (result, log[-3000:])
