@@ -87,21 +87,23 @@ def total_latency_limits(summary: dict | None) -> dict[str, float]:
     return limits
 
 
-def _limit_lines(ax, limits: dict[str, float], data_top: float) -> float:
-    """Dashed threshold lines within reach of the data; the others named in a corner. Returns the y top."""
+def _limit_lines(ax, limits: dict[str, float], data_top: float, vertical: bool = False) -> float:
+    """Dashed threshold lines within reach of the data; the others named in a corner. Returns the new data top."""
     from .format import fmt_ms
     top = data_top
     far = []
     for metric, limit in sorted(limits.items()):
         colour, label = LIMIT_STYLE[metric]
         if limit <= data_top * LIMIT_HEADROOM:
-            ax.axhline(limit, color=colour, linestyle="--", linewidth=1.2, label=f"{label} {fmt_ms(limit)} ms")
+            line = ax.axvline if vertical else ax.axhline
+            line(limit, color=colour, linestyle="--", linewidth=1.2, label=f"{label} {fmt_ms(limit)} ms")
             top = max(top, limit)
         else:
             far.append(f"{label} {fmt_ms(limit)} ms")
     if far:
-        ax.text(0.99, 0.97, "above the chart: " + ", ".join(far), transform=ax.transAxes, ha="right", va="top",
-                fontsize=9, color="#555555")
+        where = (0.01, 0.90, "left", "beyond") if vertical else (0.99, 0.97, "right", "above")
+        ax.text(where[0], where[1], f"{where[3]} the chart: " + ", ".join(far), transform=ax.transAxes,
+                ha=where[2], va="top", fontsize=9, color="#555555")
     return top
 
 
@@ -255,18 +257,7 @@ def latency_distribution_figure(endpoints: pd.DataFrame, limits: dict[str, float
         label = f"{row['method']} {row['name']}" if counts[row["name"]] > 1 and row["method"] else row["name"]
         ax.step(np.maximum(values, 0.01), shares * 100, where="post", color=colours[index % 10], linewidth=1.5,
                 label=fmt_sample(row["requests"], f"{label} (n={int(row['requests']):,})"))
-    highest = float(shown["max_ms"].max())
-    far = []
-    for metric, limit in sorted((limits or {}).items()):
-        colour, label = LIMIT_STYLE[metric]
-        if limit <= highest * LIMIT_HEADROOM:
-            ax.axvline(limit, color=colour, linestyle="--", linewidth=1.2, label=f"{label} {fmt_ms(limit)} ms")
-            highest = max(highest, limit)
-        else:
-            far.append(f"{label} {fmt_ms(limit)} ms")
-    if far:
-        ax.text(0.01, 0.90, "beyond the chart: " + ", ".join(far), transform=ax.transAxes, ha="left", va="top",
-                fontsize=9, color="#555555")
+    highest = _limit_lines(ax, limits or {}, float(shown["max_ms"].max()), vertical=True)
     ax.set_xscale("log")
     ax.set_xlim(max(0.01, (lowest if np.isfinite(lowest) else 0.01) / 1.5), highest * 1.5)
     ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
