@@ -1,7 +1,8 @@
 """Every Locust event listener of the suite is attached here, in register(), called by the locustfile.
 
 The parts (loadsuite/...) expose plain functions and their (event, listener) pairs; none registers itself.
-What runs where: workers ship their custom stats (and oracle records) to the master; the master or the
+What runs where: workers ship their custom stats (and oracle records) to the master, and a last report when
+they stop, which the master waits for (bounded) before it reads any statistics; the master or the
 single local process snapshots stock, sets up the contention product, and at the end runs the oracle,
 judges the thresholds and writes custom_report.csv, summary.json and junit.xml into the run's results
 folder, then sets the process exit code (0 pass, 1 fail).
@@ -16,7 +17,7 @@ import monitoring
 
 from loadsuite import openmodel, oracle
 from loadsuite.config import SuiteConfig, influxdb_token
-from loadsuite.runtime import end_of_run
+from loadsuite.runtime import end_of_run, final_reports
 from loadsuite.runtime.attach import attach_listeners
 from loadsuite.runtime.custom_stats import STATS
 from loadsuite.runtime.run import SuiteRun, normalise_host, refuse_bad_locust_arguments, select_user_classes
@@ -62,6 +63,7 @@ def _on_init(run: SuiteRun, environment) -> None:
                                  custom_stats=STATS.snapshot)
     if run.monitor is not None:
         pairs += run.monitor.listeners()
+    pairs += final_reports.listeners(environment)  # none when the oracle has attached them (after its own)
     pairs.append(("test_start", run.on_load_start))  # last: after the contention setup and the start snapshot
     attach_listeners(environment.events, pairs)
     # Locust arms the --run-time timer right after init; gevent's loop clock still reads the time the loop

@@ -6,14 +6,14 @@ the stock before traffic and after it, and checks every product. Three layers:
 
 - `checks`: the pure core (records, `check`, `OracleResult`); imports nothing from Locust.
 - `ledger`: the per-process `InventoryRecorder`, packed rows, bounded memory.
-- `wiring`: the Locust listeners (snapshots, master/worker flush protocol, `finalize`), attached by
+- `wiring`: the Locust listeners (snapshots, records from workers, `finalize`), attached by
   event_hooks.register().
 """
 from .checks import (BUY_OUTCOMES, MAX_VIOLATIONS_LISTED, VIOLATION_KINDS, counts_text, STOCK_SET_OUTCOMES, BuyRecord, OracleResult, StockSetRecord, Violation, check,
                      parse_available, record_dict)
 from .ledger import CHUNK_RECORDS, InventoryRecorder, PendingBuy, recorder, split_payload
-from .wiring import MESSAGE_FLUSH, MESSAGE_RECORDS, finalize, install, listeners, result
+from .wiring import MESSAGE_RECORDS, finalize, install, listeners, result
 
 __all__ = ["BUY_OUTCOMES", "MAX_VIOLATIONS_LISTED", "VIOLATION_KINDS", "counts_text", "STOCK_SET_OUTCOMES", "BuyRecord", "OracleResult", "StockSetRecord", "Violation", "check",
            "parse_available", "record_dict", "CHUNK_RECORDS", "InventoryRecorder", "PendingBuy", "recorder",
-           "split_payload", "MESSAGE_FLUSH", "MESSAGE_RECORDS", "finalize", "install", "listeners", "result"]
+           "split_payload", "MESSAGE_RECORDS", "finalize", "install", "listeners", "result"]

@@ -1,4 +1,4 @@
-"""The oracle wired into Locust: start and end snapshots, the master/worker flush protocol, finalize().
+"""The oracle wired into Locust: start and end snapshots, records from workers, finalize().
 
 Contract for the locustfile (the lead's code):
 - Tasks record into the process ledger `recorder()` AFTER each buy / stock update, also when the request
@@ -8,35 +8,31 @@ Contract for the locustfile (the lead's code):
   not have been applied); stock updates "ok" | "rejected" (any 4xx: certainly not applied) | "failed".
 - Call `install(environment, config.oracle)` once per process from an `init` listener (runner exists).
 - On the master or local runner, `finalize(environment)` returns the `OracleResult`; call it from the
-  verdict's `quitting` listener. It is idempotent and blocking (bounded by report_timeout_s +
+  verdict's `quitting` listener. It is idempotent and blocking (bounded by final_reports.GRACE_S +
   stop_timeout + HTTP timeouts): it stops local users or asks workers for their records if that has not
   happened yet, fetches the final stock and runs `check`. `result(environment)` returns it without work.
 
-Locust 2.47 event order this relies on (locust/runners.py, locust/main.py):
+How the records of workers reach the master (Locust 2.47, locust/runners.py and main.py):
 - test_start fires on the master (MasterRunner.start) before any spawn message goes out, on a local
   runner before users spawn, on a worker when its first spawn message arrives.
-- Headless --run-time, a shape's end and Ctrl-C/SIGTERM all end in MasterRunner.quit(), which calls
-  stop(send_stop_to_client=False): test_stop fires on the master WHILE WORKERS ARE STILL RUNNING; quit
-  then sends "quit", sleeps 0.5 s and kills the master's greenlets (its message listener included), so a
-  worker that needs longer to stop would lose its records. Hence the master's test_stop listener (or the
-  first finalize) sends "oracle_flush": each worker stops its users (test_stop fires there) and sends its
-  records ("oracle_records", chunked) and the master waits, bounded, for every worker it saw.
-- Web UI stop / a shape's end without --headless use stop(send_stop_to_client=True): workers stop, fire
-  test_stop (records go out first) and only then send client_stopped, so the records are there when
-  test_stop fires on the master (messages from one worker arrive in order over ZeroMQ).
-- main.shutdown() fires quitting (listeners in reverse registration order) BEFORE runner.quit(): on
-  Ctrl-C/SIGTERM the users still run when the verdict's quitting listener calls finalize(), which stops
-  them first. When the last worker quits by itself, test_stop runs inside the master's message loop:
-  then the work moves to a separate greenlet so that loop keeps receiving records.
+- A worker sends its records from its test_stop listener (its users are stopped). The run's final-report
+  protocol (loadsuite/runtime/final_reports.py, attached after these listeners) then sends its last
+  statistics and a marker; messages from one worker arrive in order, so a worker's marker means its records
+  are in. The master's finalize() calls final_reports.collect(), which stops the workers that have not sent
+  their marker and waits for them, bounded; the workers that never answered are named as missing.
+- Headless --run-time and a shape's end fire test_stop on the master while workers still run; Ctrl-C/SIGTERM
+  fires quitting (listeners in reverse registration order) before that; both call finalize() first. When
+  the last worker quits by itself, test_stop runs inside the master's message loop: then the work moves to
+  a separate greenlet so that loop keeps receiving records.
 - Event listeners must not raise: Locust turns any exception in a listener into exit code 2.
 """
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from typing import Callable
 
+from ..runtime import final_reports
 from ..service_client import snapshot_stock
 from .checks import OracleResult, check
 from .ledger import recorder, split_payload
@@ -44,7 +40,6 @@ from .ledger import recorder, split_payload
 logger = logging.getLogger("inventory_oracle")
 
 MESSAGE_RECORDS = "oracle_records"
-MESSAGE_FLUSH = "oracle_flush"
 _LEDGER = recorder()
 
 # Locust wiring ------------------------------------------------------------------------------------
@@ -52,10 +47,9 @@ _LEDGER = recorder()
 class _RunState:
     """What the oracle knows about the current test run in this process."""
 
-    def __init__(self, config, base_url_provider, report_timeout_s: float, http_timeout_s: float) -> None:
+    def __init__(self, config, base_url_provider, http_timeout_s: float) -> None:
         self.config = config
         self.base_url_provider = base_url_provider
-        self.report_timeout_s = report_timeout_s
         self.http_timeout_s = http_timeout_s
         self.reset()
 
@@ -91,7 +85,7 @@ def _state(environment) -> _RunState | None:
 
 
 def install(environment, config, base_url_provider: Callable[[], str | None] | None = None,
-            report_timeout_s: float = 10.0, http_timeout_s: float = 5.0) -> None:
+            http_timeout_s: float = 5.0) -> None:
     """Set up the oracle on this Locust environment (once per process, from init: the runner exists);
     its listeners() are attached by event_hooks.register.
 
@@ -100,7 +94,7 @@ def install(environment, config, base_url_provider: Callable[[], str | None] | N
     """
     if _state(environment) is not None:
         return
-    state = _RunState(config, base_url_provider, report_timeout_s, http_timeout_s)
+    state = _RunState(config, base_url_provider, http_timeout_s)
     environment.inventory_oracle_state = state
     environment.oracle_result = None
     _LEDGER.configure(max_records=config.max_records)
@@ -120,7 +114,7 @@ def listeners(environment) -> list[tuple[str, Callable]]:
                                     ("quitting", _on_quitting))]
     if _role(environment.runner) == "master":
         pairs.append(("worker_report", lambda client_id, data, **_kw: _saw_worker(environment, client_id)))
-    return pairs
+    return pairs + final_reports.listeners(environment)  # after the records: a worker's marker says they are in
 
 
 def finalize(environment, timeout_s: float | None = None) -> OracleResult | None:
@@ -175,7 +169,6 @@ def _attach(environment) -> None:
     role = _role(runner)
     if role == "worker":
         _LEDGER.configure(source=runner.client_id)
-        runner.register_message(MESSAGE_FLUSH, _on_flush_request, concurrent=True)
     elif role == "master":
         _LEDGER.configure(source="master")
         runner.register_message(MESSAGE_RECORDS, _on_records)
@@ -211,7 +204,7 @@ def _on_test_stop(environment) -> None:
     if role == "worker":
         _send_records(environment)
     elif role in ("master", "local"):
-        if _in_message_loop():
+        if final_reports.in_message_loop():
             import gevent
             gevent.spawn(finalize, environment)  # the loop must keep receiving worker records
         else:
@@ -219,24 +212,10 @@ def _on_test_stop(environment) -> None:
 
 
 def _on_quitting(environment) -> None:
-    runner = environment.runner
-    role = _role(runner)
-    if role == "worker":
-        from locust.runners import STATE_CLEANUP, STATE_INIT, STATE_STOPPED
-        if runner.state not in (STATE_INIT, STATE_STOPPED, STATE_CLEANUP):
-            runner.stop()  # test_stop sends the records before WorkerRunner tells the master it quits
-    elif role in ("master", "local") and _state(environment).started:
+    """Master or local: Ctrl-C ends the run here before test_stop fires (a worker's users are stopped, and its
+    records sent, by final_reports' quitting listener)."""
+    if _role(environment.runner) in ("master", "local") and _state(environment).started:
         finalize(environment)
-
-
-def _in_message_loop() -> bool:
-    """True inside MasterRunner.client_listener (the last worker quit): blocking there would starve it."""
-    frame = sys._getframe(1)
-    while frame is not None:
-        if frame.f_code.co_name == "client_listener" and "locust" in frame.f_code.co_filename:
-            return True
-        frame = frame.f_back
-    return False
 
 
 def _send_records(environment) -> None:
@@ -261,23 +240,6 @@ def receipt(environment) -> dict:
     if state is None:
         return {"records_by_source": {}, "duplicate_chunks": 0}
     return {"records_by_source": dict(state.records_by_source), "duplicate_chunks": state.duplicate_chunks}
-
-
-def _on_flush_request(environment, msg, **_kw) -> None:
-    """Worker, asked by the master at the end: stop the users (test_stop sends the records) or resend the final mark."""
-    from locust.runners import STATE_CLEANUP, STATE_INIT, STATE_STOPPED, STATE_STOPPING
-    try:
-        runner = environment.runner
-        deadline = time.monotonic() + (environment.stop_timeout or 0) + 5
-        while runner.state in (STATE_CLEANUP, STATE_STOPPING) and time.monotonic() < deadline:
-            time.sleep(0.05)  # another greenlet is stopping the users; its test_stop sends the records
-        if runner.state not in (STATE_INIT, STATE_STOPPED):
-            runner.stop()
-            if runner.state == STATE_STOPPED:
-                return
-        _send_records(environment)
-    except Exception:
-        logger.exception("inventory oracle: flush failed")
 
 
 def _on_records(environment, msg, **_kw) -> None:
@@ -319,19 +281,10 @@ def _stop_local(environment) -> None:
 
 
 def _collect_from_workers(environment, state: _RunState) -> list[str]:
-    """Master: ask every worker that has not reported yet, wait (bounded); the ones that never answer.
-
-    Workers Locust marked missing (no heartbeat) or already removed cannot answer: they are not waited for.
-    """
-    from locust.runners import STATE_MISSING
-    runner = environment.runner
-    state.expected_workers |= set(runner.clients)
-    connected = {client.id for client in runner.clients.all if client.state != STATE_MISSING}
-    if connected - state.reported_workers:
-        runner.send_message(MESSAGE_FLUSH, None)
-    deadline = time.monotonic() + state.report_timeout_s + (environment.stop_timeout or 0)
-    while connected - state.reported_workers and time.monotonic() < deadline:
-        time.sleep(0.05)
+    """Master: have every worker stop and report (records, then its final-report marker); the ones whose
+    records never arrived. Workers Locust marked missing (no heartbeat) cannot answer: they are not waited for."""
+    state.expected_workers |= set(environment.runner.clients)
+    final_reports.collect(environment)
     return sorted(state.expected_workers - state.reported_workers)
 
 

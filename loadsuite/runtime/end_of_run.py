@@ -23,6 +23,7 @@ from ..oracle import wiring as oracle_wiring
 from ..config.urls import redact
 from ..reporting import verdict
 from ..reporting.console import use_colour
+from . import final_reports
 from .custom_stats import STATS
 from .run import SuiteRun
 
@@ -55,6 +56,7 @@ def finish(run: SuiteRun, environment) -> dict[str, Any]:
         return run.finalized
     config = run.config
     folder = results_dir(run, environment)
+    final_reports.collect(environment)  # cached: done at test_stop, unless the run ended another way
     oracle_result = oracle.finalize(environment) if config.oracle.enabled else None
     consistency = oracle_result.to_dict() if oracle_result is not None else {"enabled": False, "passed": None}
     consistency["enabled"] = oracle_result is not None

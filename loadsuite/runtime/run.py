@@ -21,6 +21,7 @@ from ..config import SuiteConfig
 from ..config.urls import normalise_base_url
 from ..names import CONTENTION_USER
 from ..service_client import ServiceClient, first_product_name
+from . import final_reports
 from .custom_stats import STATS
 
 logger = logging.getLogger("product_service_suite")
@@ -97,6 +98,7 @@ class SuiteRun:
     def on_test_stop(self, environment, finish: Callable[[Any], Any], **_kwargs) -> None:
         self.stopped_at = time.time()
         self.ending = True
+        final_reports.collect(environment)  # master: every worker's last statistics, before anything reads them
         if environment.web_ui is not None and not isinstance(environment.runner, WorkerRunner):
             def finish_then_allow_quit() -> None:  # the UI shows the verdict as soon as a test stops
                 try:
