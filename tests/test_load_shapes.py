@@ -219,8 +219,8 @@ class FakeClock:
         return self.t
 
 
-def fake_environment(users: int, shape=None, requests: int = 0):
-    stats = SimpleNamespace(total=SimpleNamespace(num_requests=requests))
+def fake_environment(users: int, shape=None):
+    stats = SimpleNamespace(total=SimpleNamespace(num_reqs_per_sec={}))  # Locust's: {int(time.time()): count}
     return SimpleNamespace(runner=SimpleNamespace(user_count=users), shape_class=shape, stats=stats)
 
 
@@ -277,7 +277,7 @@ def test_master_sends_each_worker_an_equal_share_of_the_rate_and_the_bound(worke
 
     master = RecordingMaster()
     environment = SimpleNamespace(runner=master, shape_class=None,
-                                  stats=SimpleNamespace(total=SimpleNamespace(num_requests=0)))
+                                  stats=SimpleNamespace(total=SimpleNamespace(num_reqs_per_sec={})))
     assert rate_module.TargetRate(30.0, bound).sample(environment) == 30.0
     assert master.sent == [(rate_module.RATE_MESSAGE, {"target_rps": share, "max_in_flight": bound_share}, None)]
 
@@ -286,16 +286,48 @@ def test_report_says_when_the_achieved_rate_falls_short_of_the_target():
     clock = FakeClock()
     rate = rate_module.TargetRate(200.0, 1000, clock=clock)
     environment = fake_environment(20)
-    for second in range(11):                              # 10 one-second intervals at 143 requests each
-        environment.stats.total.num_requests = 143 * second
+    per_second = environment.stats.total.num_reqs_per_sec
+    for second in range(10):                              # samples at 1000 .. 1009, the test stops at 1010
         rate.sample(environment)
+        per_second[1000 + second] = 143                   # 143 requests logged in each of the ten seconds
         clock.t += 1
+    rate.sample(environment, final=True)
     report = rate.report(environment)
     assert (report.target_rps, report.achieved_rps, report.seconds, report.met) == (200, 143, 10, False)
     assert report.message().startswith("target 200 rps, achieved 143 rps (below target")
+
+
+def test_requests_count_in_the_second_they_were_logged_however_late_a_worker_reports_them():
+    clock = FakeClock()
+    rate = rate_module.TargetRate(100.0, 1000, clock=clock)
+    environment = fake_environment(2)
+    per_second = environment.stats.total.num_reqs_per_sec
+    for second in range(5):
+        rate.sample(environment)
+        clock.t += 1
+    rate.sample(environment, final=True)                  # the test stopped at 1005
+    assert rate.report(environment).requests == 0        # the workers have not reported yet
+    for second in range(1000, 1005):                      # their last reports arrive after test_stop
+        per_second[second] = 100
+    per_second[1007] = 30                                 # a closed-model second after the stop: not counted
+    report = rate.report(environment)
+    assert (report.requests, report.achieved_rps, report.met) == (500, 100, True)
+
+
+def test_a_soak_run_counts_every_second_although_locust_keeps_only_the_last_minute():
+    clock = FakeClock()
+    rate = rate_module.TargetRate(10.0, 1000, clock=clock)
+    environment = fake_environment(2)
+    per_second = environment.stats.total.num_reqs_per_sec
+    for second in range(300):
+        rate.sample(environment)
+        per_second[int(clock.t)] = 10
+        for old in [s for s in per_second if s < clock.t - 60]:  # as runtime.run trims them
+            del per_second[old]
+        clock.t += 1
     rate.sample(environment, final=True)
-    environment.stats.total.num_requests += 50            # a worker's report arriving after test_stop
-    assert rate.report(environment).requests == 1430 + 50
+    report = rate.report(environment)
+    assert (report.seconds, report.requests, report.achieved_rps) == (300, 3000, 10)
 
 
 def test_report_ignores_seconds_without_a_target_and_accepts_a_met_target():
@@ -306,9 +338,10 @@ def test_report_ignores_seconds_without_a_target_and_accepts_a_met_target():
     shape, shape_clock = shape_at(cls)
     rate = rate_module.TargetRate(None, 1000, clock=clock)
     environment = fake_environment(5, shape=shape)
-    for second, requests in enumerate((0, 0, 0, 49, 98, 147, 147)):
+    per_second = environment.stats.total.num_reqs_per_sec
+    per_second.update({1001: 7, 1002: 49, 1003: 49, 1004: 49, 1005: 7})  # the stages around it run no target
+    for second in range(7):
         shape_clock.t = second + 0.5
-        environment.stats.total.num_requests = requests
         rate.sample(environment)
         clock.t += 1
     report = rate.report(environment)

@@ -198,9 +198,6 @@ def test_requests_keep_being_sent_while_the_service_is_frozen(tmp_path, product_
 
 
 @pytest.mark.e2e
-@pytest.mark.xfail(strict=False, reason="known defect, issue 17 left open: the master builds the summary before the "
-                   "workers' final stats reports (sent only on Locust's quit, else every 3 s), so this 8-s run often "
-                   "counts about 40% of the target (132 of ~320 requests); the single-process executor meets it")
 def test_workers_share_the_staged_rate_and_the_master_reports_the_sum(tmp_path, product_service):
     (tmp_path / "config.yaml").write_text(
         "load_shape:\n  name: staged\n  staged:\n    stages:\n"

@@ -126,19 +126,20 @@ class ArrivalRateExecutor:
             self._apply(*self._share)
 
     def _on_test_stopping(self, environment, **_kwargs) -> None:
-        """No new iterations once the test is stopping; those in flight finish as Locust's users do."""
+        """No new iterations once the test is stopping; those in flight finish as Locust's users do. The
+        target's last span ends here: the load stops now, whatever the end of the run then waits for."""
         if self._scheduler is not None:
             self._scheduler.kill(block=False)
             self._scheduler = None
         self.schedule.set_rate(None, self._clock())
-
-    def _on_test_stop(self, environment, **_kwargs) -> None:
-        self._on_test_stopping(environment)
-        self._extras.kill(block=False)
         if self._sampler is not None:
             self._sampler.kill(block=False)
             self._sampler = None
             self.rate.sample(environment, final=True)
+
+    def _on_test_stop(self, environment, **_kwargs) -> None:
+        self._on_test_stopping(environment)
+        self._extras.kill(block=False)
 
     def _sample_forever(self) -> None:
         while True:

@@ -5,6 +5,10 @@ The target is the active stage's `target_rps` (staged shape) or `load_shape.targ
 rate and of `load_shape.max_in_flight`; the executor (executor.py) of each load-generator process then
 schedules its share. `RateReport` compares the time-weighted target with the requests Locust counted over
 the same seconds, summed over all workers on the master.
+
+Requests are attributed to the second in which they were logged (Locust's per-second counters, which a
+worker's report carries with its own timestamps), not to the moment the master received them: workers report
+every 3 s and last at the end, so counting arrivals would put a worker's last seconds outside the run.
 """
 from __future__ import annotations
 
@@ -24,6 +28,8 @@ if TYPE_CHECKING:
 
 RATE_MESSAGE = "open_model_rate"  # master -> workers: {"target_rps": share or None, "max_in_flight": share}
 SAMPLE_SECONDS = 1.0
+SETTLE_SECONDS = 10.0  # a second this old is complete on the master (workers report every 3 s); Locust's
+                       # per-second counters are trimmed at 60 s (runtime.run._trim_per_second_counters)
 
 
 @dataclass(frozen=True)
@@ -60,11 +66,11 @@ class TargetRate:
     """The total target over time, as the master or local runner sees it, and the achieved rate."""
 
     def __init__(self, target_rps: float | None, max_in_flight: int, *, tolerance: float = 0.9,
-                 clock: Callable[[], float] = time.perf_counter):
+                 clock: Callable[[], float] = time.time):
         self.overall_target_rps = target_rps
         self.max_in_flight = max_in_flight
         self.tolerance = tolerance
-        self._clock = clock
+        self._clock = clock  # wall clock: Locust's per-second counters are keyed by int(time.time())
         self.reset()
 
     @classmethod
@@ -77,9 +83,10 @@ class TargetRate:
     def reset(self) -> None:
         self._seconds = 0.0
         self._target_integral = 0.0
-        self._requests = 0
+        self._spans: list[list[float]] = []  # [start, end) wall-clock spans with a target, not yet settled
+        self._requests = 0  # requests logged in settled seconds that a target span touches
+        self._settled_to: int | None = None  # seconds before this one are counted in _requests
         self._last_sample: float | None = None
-        self._last_requests = 0
         self._last_target: float | None = None
 
     def target_rps(self, environment: Environment) -> float | None:
@@ -96,24 +103,48 @@ class TargetRate:
     def sample(self, environment: Environment, final: bool = False) -> float | None:
         """Account the interval since the last sample, tell workers their share; returns the target now.
 
-        The final sample keeps the last target so report() can still count workers' late reports.
+        The final sample (the test is stopping) ends the last span; report() then counts every second left.
         """
         now = self._clock()
-        requests = environment.stats.total.num_requests
         if self._last_sample is not None and self._last_target is not None:
             elapsed = now - self._last_sample
             self._seconds += elapsed
             self._target_integral += self._last_target * elapsed
-            self._requests += max(0, requests - self._last_requests)
+            if self._spans and self._spans[-1][1] == self._last_sample:
+                self._spans[-1][1] = now
+            else:
+                self._spans.append([self._last_sample, now])
+        self._settle(environment, int(now - SETTLE_SECONDS))
         if final:
-            self._last_sample, self._last_requests = now, requests
-            return self._last_target
+            self._last_sample, self._last_target = now, None
+            return None
         runner = environment.runner
         target = self.target_rps(environment)
         if isinstance(runner, MasterRunner):
             self.send_shares(runner, target)
-        self._last_sample, self._last_requests, self._last_target = now, requests, target
+        self._last_sample, self._last_target = now, target
         return target
+
+    def _counted(self, environment: Environment, before: int | None) -> int:
+        """Requests logged in seconds from _settled_to up to `before` (None: all) that a target span touches."""
+        if not self._spans:
+            return 0
+        first = int(self._spans[0][0]) if self._settled_to is None else self._settled_to
+        per_second = environment.stats.total.num_reqs_per_sec
+        total = 0
+        for second, count in list(per_second.items()):
+            if second < first or (before is not None and second >= before):
+                continue
+            if any(start < second + 1 and second < end for start, end in self._spans):
+                total += count
+        return total
+
+    def _settle(self, environment: Environment, before: int) -> None:
+        if self._settled_to is not None and before <= self._settled_to:
+            return
+        self._requests += self._counted(environment, before)
+        self._settled_to = before
+        self._spans = [span for span in self._spans if span[1] > before]
 
     def send_shares(self, runner: MasterRunner, target: float | None) -> None:
         """Each connected worker gets an equal share of the rate and of the bound (every worker gets
@@ -126,15 +157,13 @@ class TargetRate:
     def report(self, environment: Environment | None = None) -> RateReport | None:
         """Target versus achieved rate so far; None if no target was active for a whole sample interval.
 
-        Requests reported after the last sample (workers report every few seconds) are added when the
-        run ended with a target active, so late worker reports are not lost.
+        Requests count in the second they were logged, wherever a target span touches it; the seconds not yet
+        settled are read now, so a worker's last report (it arrives after test_stop) is counted.
         """
         if self._seconds <= 0:
             return None
         requests = self._requests
-        if environment is not None and self._last_target is not None:
-            requests += max(0, environment.stats.total.num_requests - self._last_requests)
+        if environment is not None:
+            requests += self._counted(environment, None)
         return RateReport(target_rps=self._target_integral / self._seconds, achieved_rps=requests / self._seconds,
                           seconds=round(self._seconds, 3), requests=requests, tolerance=self.tolerance)
-
-
