@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from loadsuite.openmodel.executor import LateRequestEvent
-from loadsuite.openmodel.schedule import Admission, ArrivalSchedule, plan
+from loadsuite.openmodel.schedule import Admission, ArrivalSchedule, claim, plan
 
 from conftest import ROOT
 
@@ -22,7 +22,8 @@ LOOKAHEAD = 0.2
 
 def simulate(rate: float, seconds: float, duration, slots: int, bound: int):
     """Run plan() as the scheduler greenlet does, on a fake clock: slots start exactly when handed a start
-    (a slot handed a start early sleeps until it) and finish `duration(start)` later.
+    (a slot handed a start early sleeps until it) and finish `duration(start)` later, then claim() the next
+    near start themselves as the executor's slots do.
 
     Returns (intended starts in order, actual starts, admission, new slots made, scheduler wake-ups).
     """
@@ -36,7 +37,14 @@ def simulate(rate: float, seconds: float, duration, slots: int, bound: int):
         while finishing and finishing[0] <= now:
             heapq.heappop(finishing)
             admission.finished()
-            idle += 1
+            start = claim(schedule, admission, now, LOOKAHEAD)  # the slot takes the next near start itself
+            if start is None or start >= seconds:
+                idle += 1
+                continue
+            intended.append(start)
+            actual.append(max(now, start))
+            admission.started(max(0.0, now - start))
+            heapq.heappush(finishing, max(now, start) + duration(start))
         to_idle, to_new, wake_at = plan(schedule, admission, now, idle, LOOKAHEAD)
         for start in to_idle:
             idle -= 1
@@ -92,6 +100,22 @@ def test_at_the_bound_due_iterations_are_dropped_and_counted_never_skipped_silen
     assert admission.dropped == 300 - 50  # every later start of the stall: counted
     assert admission.scheduled == admission.started_count + admission.dropped == 1000
     assert [t for t in intended if t >= 8.0] == pytest.approx([k / 100.0 for k in range(800, 1000)], abs=1e-9)
+
+
+def test_a_finishing_slot_claims_only_a_near_start_in_order_and_within_the_bound():
+    schedule, admission = ArrivalSchedule(), Admission(2)
+    schedule.set_rate(100.0, 0.0)
+    assert claim(schedule, admission, 0.0, LOOKAHEAD) == 0.0
+    assert claim(schedule, admission, 0.0, LOOKAHEAD) == pytest.approx(0.01)
+    assert claim(schedule, admission, 0.0, LOOKAHEAD) is None  # two in flight: the bound; nothing is popped
+    admission.finished()
+    assert claim(schedule, admission, 0.0, LOOKAHEAD) == pytest.approx(0.02)
+    assert admission.dropped == 0 and admission.in_flight == 2
+    far = ArrivalSchedule()
+    far.set_rate(1.0, 0.0)
+    far.pop_due(0.0)                                       # the next start is 1 s away
+    assert claim(far, Admission(10), 0.5, LOOKAHEAD) is None
+    assert claim(far, Admission(10), 0.85, LOOKAHEAD) == 1.0
 
 
 def test_a_rate_change_applies_from_the_last_start_without_a_burst():

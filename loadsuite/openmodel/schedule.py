@@ -4,7 +4,8 @@
 `Admission` decides whether a due iteration may start (at most `bound` in flight; the rest are dropped
 and counted, like k6's dropped_iterations) and keeps the counts and the start lateness the reports show.
 `plan` hands starts to slots a little ahead of time, so an idle slot sleeps until its own start (one
-wake-up per iteration, as in the closed model) and the scheduler wakes a few times a second, not per start.
+wake-up per iteration, as in the closed model) and the scheduler wakes a few times a second, not per start;
+`claim` lets a slot that has just finished take the next near start itself, without that hand-over.
 """
 from __future__ import annotations
 
@@ -143,3 +144,15 @@ def plan(schedule: ArrivalSchedule, admission: Admission, now: float, idle: int,
         schedule.pop_due(due)
         if admission.admit():
             (to_idle if idle > len(to_idle) else to_new).append(due)
+
+
+def claim(schedule: ArrivalSchedule, admission: Admission, now: float, lookahead: float) -> float | None:
+    """A slot that just finished takes the next start itself if it is due within `lookahead` and the bound
+    has room (admitted, as plan() admits), else None and the slot waits for the scheduler. Starts still go
+    out in order: whoever takes one takes the earliest."""
+    due = schedule.next_due
+    if due is None or due >= now + lookahead or admission.in_flight >= admission.bound:
+        return None
+    schedule.pop_due(due)
+    admission.admit()
+    return due
