@@ -18,6 +18,13 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
+# The interrupt tests press Ctrl-C as a user does (SIGINT to run_tests.sh or Locust). A shell without job control
+# starts background jobs with SIGINT ignored (`nohup ... &`, some CI runners), and an ignored signal stays
+# ignored across exec and cannot be trapped by bash: every process the tests start would then ignore the user's
+# Ctrl-C. Children get the terminal's default instead (a Python handler becomes SIG_DFL across exec).
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
