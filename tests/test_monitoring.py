@@ -266,6 +266,46 @@ def exported_points(server: VictoriaMetrics, expected: int, timeout: float = 10.
 
 
 @pytest.mark.e2e
+def test_a_write_in_flight_when_the_run_ends_is_stored_once(victoria_metrics):
+    """The end of a run flushes while the writer may wait for a write's answer: that write is stored once.
+
+    The answers come 0.3 s late (the real server has stored the points by then): a flush that killed the
+    writer meanwhile kept those points buffered and sent them again, and the server counted them twice.
+    """
+    env = Environment(user_classes=[ShopUser], host="http://127.0.0.1:1")
+    monitor = monitoring.Monitor(env, influx_config(victoria_metrics.url, write_timeout_seconds=3.0), TOKEN, "once")
+    send = monitor._send
+
+    stored = []
+
+    def late_answer(body, timeout):
+        error = send(body, timeout)
+        stored.append(body.count(b"\n") + 1)
+        gevent.sleep(0.3)
+        return error
+
+    monitor._send = late_answer
+    base = time.time_ns()
+    for k in range(120):  # three batches of 50, 50 and 20
+        monitor._push(f"locust_once,run_id=once,k={k} value=1i {base + k}")
+    monitor._writer = gevent.spawn(monitor._drain, None)
+    deadline = time.monotonic() + 5
+    while not stored and time.monotonic() < deadline:
+        gevent.sleep(0.01)
+    assert stored == [50]  # the first batch is stored; its answer has not come back yet
+    monitor.flush()
+    assert monitor.stats() == {"points_written": 120, "points_dropped": 0, "write_errors": 0}
+    deadline = time.monotonic() + 10
+    while True:
+        total = victoria_metrics.query("/api/v1/query", time=f"{time.time():.3f}",
+                                       query='sum(count_over_time(locust_once_value{run_id="once"}[10m]))')
+        if (total and int(float(total[0]["value"][1])) >= 120) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert int(float(total[0]["value"][1])) == 120  # each point once
+
+
+@pytest.mark.e2e
 def test_aggregate_points_match_the_runs_own_stats(target, victoria_metrics, caplog):
     caplog.set_level(logging.INFO)
     seconds = 3.0

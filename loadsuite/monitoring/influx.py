@@ -103,6 +103,7 @@ class Monitor(IntervalSampler):
         self._aggregating = False
         self._running = False
         self._wake_now = False
+        self._sending = False  # the writer is waiting for a write's answer
         self._tag_cache: dict[tuple[str, str], str] = {}
         prefix = config.measurement_prefix
         self._m_requests = f"{prefix}_requests"
@@ -143,6 +144,11 @@ class Monitor(IntervalSampler):
         """Write what is buffered, giving up after `timeout` seconds; what is left is counted as dropped."""
         timeout = self.config.write_timeout_seconds if timeout is None else timeout
         if self._writer is not None:
+            # A write already sent is let finish (it is bounded by its own timeout): killed while it waits for the
+            # answer, its points would stay buffered and be sent again below, stored twice on the server.
+            settle = time.monotonic() + self.config.write_timeout_seconds + 0.5
+            while self._sending and time.monotonic() < settle:
+                gevent.sleep(0.01)
             self._writer.kill(block=True, timeout=1.0)
             self._writer = None
         self._failing = False  # one last attempt even if the server was failing
@@ -266,7 +272,11 @@ class Monitor(IntervalSampler):
             count = min(self._batch, len(self._buffer))
             batch = list(islice(self._buffer, count))
             dropped_before = self._dropped
-            error = self._send(self._format(batch), timeout)
+            self._sending = True
+            try:
+                error = self._send(self._format(batch), timeout)
+            finally:
+                self._sending = False
             if error is not None:
                 self._errors += 1
                 self._failing = True
