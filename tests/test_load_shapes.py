@@ -282,11 +282,16 @@ def test_master_sends_each_worker_an_equal_share_of_the_rate_and_the_bound(worke
     assert master.sent == [(rate_module.RATE_MESSAGE, {"target_rps": share, "max_in_flight": bound_share}, None)]
 
 
-def test_report_says_when_the_achieved_rate_falls_short_of_the_target():
+def rate_on_fake_clock(target_rps: float, users: int):
+    """A TargetRate on a fake clock, its environment and Locust's per-second counters to fill in."""
     clock = FakeClock()
-    rate = rate_module.TargetRate(200.0, 1000, clock=clock)
-    environment = fake_environment(20)
-    per_second = environment.stats.total.num_reqs_per_sec
+    environment = fake_environment(users)
+    return clock, rate_module.TargetRate(target_rps, 1000, clock=clock), environment, \
+        environment.stats.total.num_reqs_per_sec
+
+
+def test_report_says_when_the_achieved_rate_falls_short_of_the_target():
+    clock, rate, environment, per_second = rate_on_fake_clock(200.0, users=20)
     for second in range(10):                              # samples at 1000 .. 1009, the test stops at 1010
         rate.sample(environment)
         per_second[1000 + second] = 143                   # 143 requests logged in each of the ten seconds
@@ -298,10 +303,7 @@ def test_report_says_when_the_achieved_rate_falls_short_of_the_target():
 
 
 def test_requests_count_in_the_second_they_were_logged_however_late_a_worker_reports_them():
-    clock = FakeClock()
-    rate = rate_module.TargetRate(100.0, 1000, clock=clock)
-    environment = fake_environment(2)
-    per_second = environment.stats.total.num_reqs_per_sec
+    clock, rate, environment, per_second = rate_on_fake_clock(100.0, users=2)
     for second in range(5):
         rate.sample(environment)
         clock.t += 1
@@ -315,10 +317,7 @@ def test_requests_count_in_the_second_they_were_logged_however_late_a_worker_rep
 
 
 def test_a_soak_run_counts_every_second_although_locust_keeps_only_the_last_minute():
-    clock = FakeClock()
-    rate = rate_module.TargetRate(10.0, 1000, clock=clock)
-    environment = fake_environment(2)
-    per_second = environment.stats.total.num_reqs_per_sec
+    clock, rate, environment, per_second = rate_on_fake_clock(10.0, users=2)
     for second in range(300):
         rate.sample(environment)
         per_second[int(clock.t)] = 10
