@@ -13,56 +13,63 @@ from types import SimpleNamespace
 import pytest
 
 from loadsuite.openmodel.executor import LateRequestEvent
-from loadsuite.openmodel.schedule import Admission, ArrivalSchedule, claim, plan
+from loadsuite.openmodel.schedule import Admission, ArrivalSchedule, claim, nudge, plan
 
 from conftest import ROOT
 
 LOOKAHEAD = 0.2
+NUDGE = 0.05
 
 
 def simulate(rate: float, seconds: float, duration, slots: int, bound: int):
-    """Run plan() as the scheduler greenlet does, on a fake clock: slots start exactly when handed a start
-    (a slot handed a start early sleeps until it) and finish `duration(start)` later, then claim() the next
-    near start themselves as the executor's slots do.
+    """Run the executor's slots and scheduler as events on a fake clock: the scheduler plans (plan()) when
+    its timer fires or a slot nudges it (at most a second apart, as in the executor); a slot handed a start
+    sleeps until it, then checks nudge() as it starts, and finishes `duration(start)` later, when it claims
+    the next near start itself (claim()) or waits idle for one.
 
     Returns (intended starts in order, actual starts, admission, new slots made, scheduler wake-ups).
     """
     schedule, admission = ArrivalSchedule(), Admission(bound)
     schedule.set_rate(rate, 0.0)
-    finishing: list[float] = []
-    idle, now, new_slots, wakeups = slots, 0.0, 0, 0
+    events: list[tuple[float, int, str, float]] = []  # (time, sequence, kind, intended start)
+    sequence = iter(range(10**9))
+    idle, new_slots, wakeups, plan_at = slots, 0, 0, 0.0
     intended, actual = [], []
-    while now < seconds:
-        wakeups += 1
-        while finishing and finishing[0] <= now:
-            heapq.heappop(finishing)
+
+    def push(at: float, kind: str, start: float = 0.0) -> None:
+        heapq.heappush(events, (at, next(sequence), kind, start))
+
+    push(0.0, "plan")
+    while events:
+        now, _, kind, start = heapq.heappop(events)
+        if now >= seconds:
+            break
+        if kind == "plan":
+            if now != plan_at:  # a timer or nudge overtaken by an earlier plan
+                continue
+            wakeups += 1
+            to_idle, to_new, wake_at = plan(schedule, admission, now, idle, LOOKAHEAD, NUDGE)
+            idle -= len(to_idle)
+            new_slots += len(to_new)
+            for handed in to_idle + to_new:
+                push(max(now, handed), "start", handed)  # the slot sleeps until its start
+            plan_at = min(now + 1.0, wake_at if wake_at is not None else now + 1.0)
+            push(plan_at, "plan")
+        elif kind == "start":
+            intended.append(start)
+            actual.append(now)
+            admission.started(now - start)
+            if nudge(schedule, now, NUDGE) and plan_at > now:
+                plan_at = now
+                push(now, "plan")
+            push(now + duration(start), "finish")
+        else:  # finish
             admission.finished()
-            start = claim(schedule, admission, now, LOOKAHEAD)  # the slot takes the next near start itself
-            if start is None or start >= seconds:
+            handed = claim(schedule, admission, now, LOOKAHEAD)  # the slot takes the next near start itself
+            if handed is None:
                 idle += 1
-                continue
-            intended.append(start)
-            actual.append(max(now, start))
-            admission.started(max(0.0, now - start))
-            heapq.heappush(finishing, max(now, start) + duration(start))
-        to_idle, to_new, wake_at = plan(schedule, admission, now, idle, LOOKAHEAD)
-        for start in to_idle:
-            idle -= 1
-            if start >= seconds:  # handed out early, but the run ends before it: never started
-                continue
-            intended.append(start)
-            actual.append(start)  # the slot sleeps until its start
-            admission.started(0.0)
-            heapq.heappush(finishing, start + duration(start))
-        for start in to_new:
-            new_slots += 1
-            if start >= seconds:
-                continue
-            intended.append(start)
-            actual.append(max(now, start))  # a new slot sleeps until its start too
-            admission.started(max(0.0, now - start))
-            heapq.heappush(finishing, max(now, start) + duration(start))
-        now = min(seconds, wake_at if wake_at is not None else now + 0.1)
+            else:
+                push(max(now, handed), "start", handed)
     return intended, actual, admission, new_slots, wakeups
 
 
@@ -81,7 +88,14 @@ def test_iterations_start_every_one_over_rate_seconds_without_drift():
     assert intended == pytest.approx([k / 100.0 for k in range(6000)], abs=1e-9)
     assert actual == intended and admission.dropped == 0
     assert new_slots <= 100 * (LOOKAHEAD + 0.005) + 2  # just enough slots to hold the starts handed out early
-    assert wakeups <= 60 * 11  # planned about 10 times a second, not once per start
+    assert wakeups <= 60 + 1  # the slots claim every start: the scheduler wakes only for its once-a-second check
+
+
+def test_below_one_start_per_nudge_margin_the_scheduler_times_its_own_plans():
+    intended, actual, admission, _, wakeups = simulate(10.0, 60.0, fast, slots=2, bound=1000)
+    assert intended == pytest.approx([k / 10.0 for k in range(600)], abs=1e-9)
+    assert actual == intended and admission.dropped == 0
+    assert 60 * 5 <= wakeups <= 60 * 11  # no slot sleeps for a start near enough to nudge: plans 5-10 times a second
 
 
 def test_a_stall_does_not_delay_later_starts_new_slots_carry_them():

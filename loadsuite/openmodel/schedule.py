@@ -4,8 +4,10 @@
 `Admission` decides whether a due iteration may start (at most `bound` in flight; the rest are dropped
 and counted, like k6's dropped_iterations) and keeps the counts and the start lateness the reports show.
 `plan` hands starts to slots a little ahead of time, so an idle slot sleeps until its own start (one
-wake-up per iteration, as in the closed model) and the scheduler wakes a few times a second, not per start;
-`claim` lets a slot that has just finished take the next near start itself, without that hand-over.
+wake-up per iteration, as in the closed model); `claim` lets a slot that has just finished take the next near
+start itself, without that hand-over. While slots claim every start, the scheduler sleeps: the slot woken for
+the last start handed out sees when the next one nears unclaimed (`nudge`) and wakes it, so the scheduler
+needs no timer of its own then (on this VM a wake-up of its own costs about 140 us of CPU; bench/README.md).
 """
 from __future__ import annotations
 
@@ -16,6 +18,11 @@ class ArrivalSchedule:
     """Intended start times at a rate that may change: origin + k / rate, so no drift accumulates."""
 
     __slots__ = ("rate", "next_due", "_origin", "_k", "_last")
+
+    @property
+    def last(self) -> float | None:
+        """The last intended start handed out (None before the first)."""
+        return self._last
 
     def __init__(self) -> None:
         self.rate: float | None = None
@@ -122,14 +129,18 @@ class Admission:
                 "max": max(self.lateness)}
 
 
-def plan(schedule: ArrivalSchedule, admission: Admission, now: float, idle: int, lookahead: float
-         ) -> tuple[list[float], list[float], float | None]:
+def plan(schedule: ArrivalSchedule, admission: Admission, now: float, idle: int, lookahead: float,
+         margin: float = 0.0) -> tuple[list[float], list[float], float | None]:
     """The starts to hand out at `now`: (to idle slots, to new slots, when to plan again or None).
 
     A start within `lookahead` goes to an idle slot, else to a new slot, while fewer than `admission.bound`
     are in flight (handed out or running); the slot sleeps until its start. So the slots grow to about
     rate x (lookahead + task time) and planning every lookahead / 2 suffices. At the bound a start waits
     until it is due (plan again then) and is dropped if the bound is still reached.
+
+    When the next start is within `margin` of the last one handed out, the slot woken for that last start
+    will find the next one nearer than `margin` (`nudge`) unless a slot claimed it first: then there is no
+    time to plan again (`wake_at` is None), the scheduler waits to be nudged.
     """
     to_idle: list[float] = []
     to_new: list[float] = []
@@ -138,6 +149,9 @@ def plan(schedule: ArrivalSchedule, admission: Admission, now: float, idle: int,
         if due is None:
             return to_idle, to_new, None
         if due >= now + lookahead:  # plan again when it nears, at most every lookahead / 2
+            last = schedule.last
+            if last is not None and due - last < margin:
+                return to_idle, to_new, None  # the slot of the last start nudges when the next one nears
             return to_idle, to_new, max(due - lookahead, now + lookahead / 2)
         if due > now and admission.in_flight >= admission.bound:
             return to_idle, to_new, due
@@ -156,3 +170,10 @@ def claim(schedule: ArrivalSchedule, admission: Admission, now: float, lookahead
     schedule.pop_due(due)
     admission.admit()
     return due
+
+
+def nudge(schedule: ArrivalSchedule, now: float, margin: float) -> bool:
+    """Whether a slot woken for its start at `now` must wake the scheduler: the next start is due within
+    `margin` and no slot has claimed it (plan() sleeps without a timer on this promise)."""
+    due = schedule.next_due
+    return due is not None and due - now < margin
