@@ -26,13 +26,22 @@ Exit codes: 0 ok (or no regression), 1 regression, 2 bad input or usage (one-lin
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 import sys
 from pathlib import Path
 
-from loadsuite.reporting.compare import Tolerances, run_compare
-from loadsuite.reporting.markdown import CHARTS, analyse
-from loadsuite.reporting.results import SUMMARY_MD, InputError
+# pandas and matplotlib take about a second to import: loaded after the arguments are checked, so a usage
+# error answers at once (and `import analyze_results` stays cheap).
+_LAZY = {"Tolerances": "loadsuite.reporting.compare", "run_compare": "loadsuite.reporting.compare",
+         "CHARTS": "loadsuite.reporting.markdown", "analyse": "loadsuite.reporting.markdown",
+         "SUMMARY_MD": "loadsuite.reporting.results", "InputError": "loadsuite.reporting.results"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def percent(text: str) -> float:
@@ -97,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("pass either RESULTS_DIR or --compare BASELINE_DIR CURRENT_DIR")
     if args.out is not None and args.compare is None:
         parser.error("--out only applies to --compare")
+    from loadsuite.reporting.compare import Tolerances, run_compare
+    from loadsuite.reporting.markdown import CHARTS, analyse
+    from loadsuite.reporting.results import SUMMARY_MD, InputError
     try:
         if args.compare is not None:
             tol = Tolerances(

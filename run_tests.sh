@@ -45,7 +45,7 @@ ensure_python() {
 }
 
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-check_health() { "$PY" -m loadsuite.cli.health "$1" "${2:-3}"; }  # URL [DEADLINE_S]: 0 when /health answers 200
+check_health() { "$PY" -m loadsuite.cli.health "$1" "${2:-3}" ${3:+"$3"}; }  # URL [DEADLINE_S [PID: wait for it]]: 0 when /health answers 200
 
 # --- arguments ------------------------------------------------------------------------------------
 if [ "${1:-}" = "test" ]; then
@@ -108,12 +108,8 @@ elif [ -z "$HOST" ]; then
         > "$RESULTS/service.log" 2>&1 &
     SERVICE_PID=$!
     HOST="http://127.0.0.1:$PORT"
-    for _ in $(seq 1 100); do
-        check_health "$HOST" 1 >/dev/null && break
-        kill -0 "$SERVICE_PID" 2>/dev/null || break
-        sleep 0.2
-    done
-    WHY="$(check_health "$HOST" 2)" || die "the bundled product-service did not start ($WHY): see $RESULTS/service.log" 3
+    WHY="$(check_health "$HOST" 20 "$SERVICE_PID")" \
+        || die "the bundled product-service did not start ($WHY): see $RESULTS/service.log" 3
     echo "run_tests.sh: started the reference product-service at $HOST" >&2
 fi
 

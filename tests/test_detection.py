@@ -19,6 +19,7 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 SECONDS = "20"  # the flash sale opens at 10 s (config.yaml flash_sale.start_seconds) and lasts a few seconds
+STAGGER_SECONDS = 6  # the runs start this far apart, so that no two flash sales (a few seconds each) overlap
 
 
 def _proxy_main(upstream_port: int, port: int) -> None:
@@ -65,8 +66,12 @@ if __name__ == "__main__":
     raise SystemExit(0)
 
 
-from suite_runs import run_suite  # noqa: E402  (the script above needs none of this)
-from tests.conftest import free_port  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402  (the script above needs none of this)
+from collections.abc import Iterator  # noqa: E402
+from contextlib import ExitStack  # noqa: E402
+
+from suite_runs import SuiteRun, run_suite  # noqa: E402
+from tests.conftest import free_port, start_service  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
@@ -105,9 +110,34 @@ class ShufflingProxy:
                 self.proc.wait(timeout=5)
 
 
-def test_the_default_run_fails_the_oracle_against_a_service_that_loses_concurrent_buys(tmp_path, service_factory):
-    service = service_factory("--unsafe-buy")
-    run = run_suite("headless", "10", SECONDS, service.url, "--no-analysis", results_root=tmp_path, timeout=120)
+@pytest.fixture(scope="module")
+def default_runs(tmp_path_factory) -> Iterator[dict[str, tuple[SuiteRun, str, int]]]:
+    """The three default runs at the same time, each against its own fresh service: {name: (run, url, lists
+    shuffled)}; the services stay up until the module ends. Each run applies 20 s of light load (10 users), so side
+    by side, STAGGER_SECONDS apart (each sale's rush on its own), they take about half the time of one after another."""
+    root = tmp_path_factory.mktemp("detection")
+    with ExitStack() as stack:
+        services = {name: start_service(root, *flags) for name, flags in
+                    (("unsafe", ("--unsafe-buy",)), ("correct", ()), ("go", ("--profile", "go")))}
+        for handle in services.values():
+            stack.callback(handle.stop)
+        proxy = stack.enter_context(ShufflingProxy(services["correct"].port))
+        urls = {"unsafe": services["unsafe"].url, "correct": proxy.url, "go": services["go"].url}
+
+        def run(order: int, name: str) -> SuiteRun:
+            time.sleep(order * STAGGER_SECONDS)
+            return run_suite("headless", "10", SECONDS, urls[name], "--no-analysis", results_root=root / name,
+                             timeout=120)
+
+        with ThreadPoolExecutor(len(urls)) as pool:
+            futures = {name: pool.submit(run, order, name) for order, name in enumerate(urls)}
+            runs = {name: future.result() for name, future in futures.items()}
+        shuffled = proxy.shuffled()
+        yield {name: (runs[name], urls[name], shuffled if name == "correct" else 0) for name in urls}
+
+
+def test_the_default_run_fails_the_oracle_against_a_service_that_loses_concurrent_buys(default_runs):
+    run, url, _ = default_runs["unsafe"]
     assert run.returncode == 1, run.explain()
     summary = run.summary()
     consistency = summary["consistency"]
@@ -120,14 +150,11 @@ def test_the_default_run_fails_the_oracle_against_a_service_that_loses_concurren
     assert sale["Flash_Sale_Restock"]["requests"] >= 1 and sale["Flash_Sale_Buy"]["requests"] >= 100
     assert sale["Buy_Product"]["requests"] > 0 and sale["Get_All_Products"]["requests"] > 0  # the mix went on
     flagged = {v["product"] for v in consistency["violations"] if v["kind"] in ("lost_update", "oversell")}
-    assert min(_catalogue(service.url)) in flagged  # the best-seller the sale was on
+    assert min(_catalogue(url)) in flagged  # the best-seller the sale was on
 
 
-def test_the_default_run_passes_a_correct_service_whose_lists_come_in_random_order(tmp_path, service_factory):
-    service = service_factory()
-    with ShufflingProxy(service.port) as proxy:
-        run = run_suite("headless", "10", SECONDS, proxy.url, "--no-analysis", results_root=tmp_path, timeout=120)
-        shuffled = proxy.shuffled()
+def test_the_default_run_passes_a_correct_service_whose_lists_come_in_random_order(default_runs):
+    run, _, shuffled = default_runs["correct"]
     assert run.returncode == 0, run.explain()
     summary = run.summary()
     assert summary["totals"]["failures"] == 0, run.failures()
@@ -152,9 +179,8 @@ REAL_DEFECTS = (
 ORACLE_DEFECTS = {"lost_update", "oversell", "conservation"}
 
 
-def test_the_default_run_against_the_real_service_profile_names_only_its_real_defects(tmp_path, service_factory):
-    service = service_factory("--profile", "go")
-    run = run_suite("headless", "10", SECONDS, service.url, "--no-analysis", results_root=tmp_path, timeout=120)
+def test_the_default_run_against_the_real_service_profile_names_only_its_real_defects(default_runs):
+    run, _, _ = default_runs["go"]
     assert run.returncode == 1, run.explain()
     for row in run.failures():
         reason = row["Error"]

@@ -3,6 +3,7 @@ skipped when up to date, arguments after -- reach Locust, and results/latest fol
 from __future__ import annotations
 
 import subprocess
+import time
 
 import pytest
 
@@ -109,3 +110,40 @@ def test_host_with_a_password_is_refused_and_the_password_never_printed(tmp_path
     assert "carries user info" in result.stderr and result.stderr.count("\n") == 1, result.stderr
     assert "hunter2" not in result.stdout + result.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_waiting_for_the_bundled_service_ends_as_soon_as_its_process_exits():
+    """health URL DEADLINE PID: a service that dies at start (here: a process already exited, a zombie until
+    reaped) ends the wait at once with the reason, not after the 20 s deadline."""
+    from conftest import free_port
+    from loadsuite.cli import health
+
+    dead = subprocess.Popen(["true"])
+    try:
+        for _ in range(100):  # until it has exited (not reaped: the state run_tests.sh's child is in)
+            with open(f"/proc/{dead.pid}/stat") as stat:
+                if stat.read().rpartition(")")[2].split()[0] == "Z":
+                    break
+            time.sleep(0.02)
+        started = time.monotonic()
+        assert health.main([f"http://127.0.0.1:{free_port()}", "20", str(dead.pid)]) == 1
+        assert time.monotonic() - started < 5
+    finally:
+        dead.wait(timeout=5)
+
+
+def test_waiting_for_the_bundled_service_polls_until_it_answers(tmp_path):
+    """The service comes up a second after the wait begins: one waiting process sees it."""
+    from conftest import PYTHON, free_port
+    from loadsuite.cli import health
+
+    port = free_port()
+    late = subprocess.Popen([PYTHON, "-c", f"import time; time.sleep(1); import sys; sys.argv[1:] = ['--host', "
+                             f"'127.0.0.1', '--port', '{port}', '--db', r'{tmp_path / 'p.db'}', '--reset']; "
+                             "from product_service.cli import main; main()"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert health.main([f"http://127.0.0.1:{port}", "20", str(late.pid)]) == 0
+    finally:
+        late.terminate()
+        late.wait(timeout=10)

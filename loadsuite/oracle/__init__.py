@@ -7,12 +7,22 @@ the stock before traffic and after it, and checks every product. Three layers:
 - `checks`: the pure core (records, `check`, `OracleResult`); imports nothing from Locust.
 - `ledger`: the per-process `InventoryRecorder`, packed rows, bounded memory.
 - `wiring`: the Locust listeners (snapshots, records from workers, `finalize`), attached by
-  event_hooks.register().
+  event_hooks.register(); imported on first use (it imports Locust).
 """
 from .checks import (BUY_OUTCOMES, MAX_VIOLATIONS_LISTED, VIOLATION_KINDS, counts_text, STOCK_SET_OUTCOMES, BuyRecord, OracleResult, StockSetRecord, Violation, check,
                      parse_available, record_dict)
 from .ledger import CHUNK_RECORDS, InventoryRecorder, PendingBuy, recorder, split_payload
-from .wiring import MESSAGE_RECORDS, finalize, install, listeners, result
+
+_WIRING = {"MESSAGE_RECORDS", "finalize", "install", "listeners", "result"}
+
+
+def __getattr__(name: str):
+    """`wiring` imports Locust (gevent's monkey-patching, about half a second): only what uses it loads it, so
+    the verdict and aftermath commands, which read `checks` only, start quickly."""
+    if name in _WIRING:
+        from . import wiring
+        return getattr(wiring, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["BUY_OUTCOMES", "MAX_VIOLATIONS_LISTED", "VIOLATION_KINDS", "counts_text", "STOCK_SET_OUTCOMES", "BuyRecord", "OracleResult", "StockSetRecord", "Violation", "check",
            "parse_available", "record_dict", "CHUNK_RECORDS", "InventoryRecorder", "PendingBuy", "recorder",
