@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlparse
 
 import pytest
@@ -22,12 +23,29 @@ def port_is_closed(port: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def distributed_run(tmp_path_factory):
-    """./run_tests.sh distributed 2 6 8 against the bundled service (the full default user mix)."""
-    tmp = tmp_path_factory.mktemp("distributed")
-    config = write_config(tmp, QUICK)
-    return run_suite("distributed", "2", "6", "8", "--config", str(config), "--spawn-rate", "6", "--no-analysis",
-                     results_root=tmp / "results", timeout=120)
+def runs(tmp_path_factory):
+    """Two distributed runs side by side (each a master, two workers and its own bundled service): {"plain":
+    ./run_tests.sh distributed 2 6 8 with the full default user mix, "staged": a staged shape of 7 s that must
+    end a run whose DURATION_S is 120}."""
+    plain, staged = tmp_path_factory.mktemp("distributed"), tmp_path_factory.mktemp("staged")
+    plain_config = write_config(plain, QUICK)
+    staged_config = write_config(staged, {**QUICK, "load_shape": {"staged": {"stages": [
+        {"duration": 3, "users": 2, "spawn_rate": 2},
+        {"duration": 3, "users": 4, "spawn_rate": 4},
+        {"duration": 1, "users": 0, "spawn_rate": 4},
+    ]}}})
+    with ThreadPoolExecutor(2) as pool:
+        futures = {
+            "plain": pool.submit(run_suite, "distributed", "2", "6", "8", "--config", str(plain_config),
+                                 "--spawn-rate", "6", "--no-analysis", results_root=plain / "results", timeout=120),
+            "staged": pool.submit(run_suite, "distributed", "2", "1", "120", "--shape", "staged", "--config",
+                                  str(staged_config), "--no-analysis", results_root=staged / "results", timeout=90)}
+        return {name: future.result() for name, future in futures.items()}
+
+
+@pytest.fixture(scope="module")
+def distributed_run(runs):
+    return runs["plain"]
 
 
 def test_distributed_run_passes_with_two_workers(distributed_run):
@@ -89,15 +107,8 @@ def test_no_process_outlives_the_distributed_run(distributed_run):
     assert port_is_closed(urlparse(run.summary()["host"]).port)
 
 
-def test_distributed_staged_shape_stops_by_itself(tmp_path):
-    config = write_config(tmp_path, {**QUICK, "load_shape": {"staged": {"stages": [
-        {"duration": 3, "users": 2, "spawn_rate": 2},
-        {"duration": 3, "users": 4, "spawn_rate": 4},
-        {"duration": 1, "users": 0, "spawn_rate": 4},
-    ]}}})
-    # DURATION_S is 120: only the shape can end this run in time
-    run = run_suite("distributed", "2", "1", "120", "--shape", "staged", "--config", str(config), "--no-analysis",
-                    results_root=tmp_path / "results", timeout=90)
+def test_distributed_staged_shape_stops_by_itself(runs):
+    run = runs["staged"]  # DURATION_S is 120: only the shape can end this run in time
     assert run.returncode == 0, run.explain()
     assert run.seconds < 60, f"the run took {run.seconds:.0f}s: the shape did not stop it"
     summary = run.summary()

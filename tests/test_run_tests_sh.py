@@ -113,23 +113,28 @@ def test_host_with_a_password_is_refused_and_the_password_never_printed(tmp_path
 
 
 def test_waiting_for_the_bundled_service_ends_as_soon_as_its_process_exits():
-    """health URL DEADLINE PID: a service that dies at start (here: a process already exited, a zombie until
-    reaped) ends the wait at once with the reason, not after the 20 s deadline."""
+    """health URL DEADLINE PID: a service that dies at start ends the wait at once with the reason, not after the
+    20 s deadline, also while it is a zombie its parent has not reaped yet (run_tests.sh's child is, until bash
+    reaps it). The zombie here is the child of a `sleep` that never reaps it, whatever reaps this process's own."""
     from conftest import free_port
     from loadsuite.cli import health
 
-    dead = subprocess.Popen(["true"])
+    parent = subprocess.Popen(["sh", "-c", "true & echo $!; exec sleep 30"], stdout=subprocess.PIPE, text=True)
     try:
-        for _ in range(100):  # until it has exited (not reaped: the state run_tests.sh's child is in)
-            with open(f"/proc/{dead.pid}/stat") as stat:
+        zombie = int(parent.stdout.readline())
+        for _ in range(250):
+            with open(f"/proc/{zombie}/stat") as stat:
                 if stat.read().rpartition(")")[2].split()[0] == "Z":
                     break
             time.sleep(0.02)
+        else:
+            pytest.fail("the child never became a zombie")
         started = time.monotonic()
-        assert health.main([f"http://127.0.0.1:{free_port()}", "20", str(dead.pid)]) == 1
+        assert health.main([f"http://127.0.0.1:{free_port()}", "20", str(zombie)]) == 1
         assert time.monotonic() - started < 5
     finally:
-        dead.wait(timeout=5)
+        parent.kill()
+        parent.wait(timeout=5)
 
 
 def test_waiting_for_the_bundled_service_polls_until_it_answers(tmp_path):
