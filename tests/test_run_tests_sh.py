@@ -3,6 +3,7 @@ skipped when up to date, arguments after -- reach Locust, and results/latest fol
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
 
 import pytest
@@ -115,11 +116,20 @@ def test_host_with_a_password_is_refused_and_the_password_never_printed(tmp_path
 def test_waiting_for_the_bundled_service_ends_as_soon_as_its_process_exits():
     """health URL DEADLINE PID: a service that dies at start ends the wait at once with the reason, not after the
     20 s deadline, also while it is a zombie its parent has not reaped yet (run_tests.sh's child is, until bash
-    reaps it). The zombie here is the child of a `sleep` that never reaps it, whatever reaps this process's own."""
+    reaps it). The zombie here is the child of a plain Python process that never waits for it: this process's own
+    children are reaped by gevent's child watcher once Locust is imported, and a shell may reap its background
+    job before `exec` (both seen)."""
     from conftest import free_port
     from loadsuite.cli import health
 
-    parent = subprocess.Popen(["sh", "-c", "true & echo $!; exec sleep 30"], stdout=subprocess.PIPE, text=True)
+    script = ("import os, signal, time\n"
+              "signal.signal(signal.SIGCHLD, signal.SIG_DFL)\n"  # even if this run was started with it ignored
+              "pid = os.fork()\n"
+              "if pid == 0:\n"
+              "    os._exit(0)\n"
+              "print(pid, flush=True)\n"
+              "time.sleep(30)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         zombie = int(parent.stdout.readline())
         for _ in range(250):
