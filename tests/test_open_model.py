@@ -12,13 +12,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from loadsuite.openmodel.executor import LateRequestEvent
+from loadsuite.openmodel.executor import LOOKAHEAD_SECONDS as LOOKAHEAD, NUDGE_SECONDS as NUDGE, LateRequestEvent
 from loadsuite.openmodel.schedule import Admission, ArrivalSchedule, claim, nudge, plan
 
 from conftest import ROOT
 
-LOOKAHEAD = 0.2
-NUDGE = 0.05
 
 
 def simulate(rate: float, seconds: float, duration, slots: int, bound: int):

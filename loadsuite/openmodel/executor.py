@@ -39,7 +39,7 @@ from .schedule import Admission, ArrivalSchedule, claim, nudge, plan
 
 logger = logging.getLogger(__name__)
 
-LOOKAHEAD_SECONDS = 0.2  # starts are handed to slots this far ahead (they sleep until them); plans every 0.1 s
+LOOKAHEAD_SECONDS = 0.2  # starts are handed to slots this far ahead (they sleep until them)
 NUDGE_SECONDS = 0.05  # a slot woken for its start wakes the scheduler when the next start is this near unclaimed
 REPORT_KEY = "open_model"  # worker -> master: Admission.drain() in every stats report
 
