@@ -7,10 +7,14 @@ At second 15 every service is frozen with SIGSTOP for 3 s, then SIGCONT. Prints 
 and requests sent versus scheduled; the targets: the executor's percentiles within 10 % of vegeta's (or
 2 ms where below 20 ms) and at least 99 % of the scheduled requests sent.
 Part 2, the hot path: the executor and the closed model side by side again, no stall, at the same rate
-(below saturation), generator CPU per request over the steady window (bench/locustfiles/cpu_window.py);
-target: the executor's within 10 % of the closed model's.
+(below saturation), generator CPU per request over the steady window (bench/locustfiles/cpu_window.py),
+with the event-loop passes and wake-ups per request beside it (`--idle-gaps`: the passes by how long the
+loop was idle before each); target: the executor's within 10 % of the closed model's. `--count-calls` adds
+a round that counts the function calls each model makes per request (cProfile; deterministic, unlike CPU
+time on a shared VM); target: the executor's within 10 % of the closed model's.
 
     .venv/bin/python bench/open_model.py [--rate 100] [--duration 40] [--stall-at 15] [--stall 3] [--cpu-rounds 2]
+                                         [--count-calls] [--idle-gaps] [--skip-stall]
 
 Needs vegeta (exit 2 with one line if missing). Writes bench/out/open_model.json.
 """
@@ -69,11 +73,12 @@ def suite_config(work: Path, name: str, target_rps: float | None, wait_s: float)
     return path
 
 
-def start_suite(work: Path, name: str, url: str, config: Path, seconds: int, users: int) -> tuple[subprocess.Popen, Path]:
+def start_suite(work: Path, name: str, url: str, config: Path, seconds: int, users: int,
+                probes: dict[str, str] | None = None) -> tuple[subprocess.Popen, Path]:
     folder = work / name
     folder.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "CONFIG_PATH": str(config), "PYTHONPATH": str(ROOT), "NO_PROXY": "127.0.0.1",
-           "BENCH_WINDOW_OUT": str(folder / "window.json")}
+           "BENCH_WINDOW_OUT": str(folder / "window.json"), **(probes or {})}
     cmd = [sys.executable, "-m", "locust", "-f", f"locustfile.py,{CPU_WINDOW}", "--headless", "-u", str(users),
            "-r", str(users), "-t", f"{seconds}s", "--host", url, "--tags", "browse", "--csv", str(folder / "stats"),
            "--results-dir", str(folder), "--only-summary"]
@@ -106,15 +111,23 @@ def finish_suite(proc: subprocess.Popen, folder: Path, timeout: float) -> dict[s
     summary = json.loads((folder / "summary.json").read_text())
     open_model = summary.get("open_model") or {}
     window = json.loads((folder / "window.json").read_text()) if (folder / "window.json").exists() else {}
+    gaps = window.get("idle_gaps")
     start, stop = window.get("start") or {}, window.get("stop") or {}
     window_requests = stop.get("requests", 0) - start.get("requests", 0)
     window_cpu = stop.get("cpu_s", 0.0) - start.get("cpu_s", 0.0)
+    per_request = lambda key: (round((stop.get(key, 0) - start.get(key, 0)) / window_requests, 3)  # noqa: E731
+                               if window_requests and key in start else None)
     return {"sent": int(total["Request Count"]), "failures": int(total["Failure Count"]),
             "scheduled": open_model.get("scheduled"), "dropped": open_model.get("dropped"),
             "lateness_ms": open_model.get("lateness_ms"),
             "p50_ms": number("50%"), "p95_ms": number("95%"), "p99_ms": number("99%"), "max_ms": number("100%"),
             "window_requests": window_requests, "window_cpu_s": round(window_cpu, 3),
-            "cpu_ms_per_request": round(window_cpu * 1000 / window_requests, 4) if window_requests else None}
+            "cpu_ms_per_request": round(window_cpu * 1000 / window_requests, 4) if window_requests else None,
+            "loop_passes_per_request": per_request("loop_passes"), "wakeups_per_request": per_request("wakeups"),
+            "calls_per_request": per_request("calls"),
+            "idle_gaps_per_request": ({"edges_ms": gaps["edges_ms"], "counts": [round(count / window_requests, 3)
+                                                                            for count in gaps["counts"]]}
+                                      if gaps and window_requests else None)}
 
 
 def run_vegeta(vegeta: str, url: str, rate: float, seconds: int, out: Path) -> subprocess.Popen:
@@ -177,30 +190,54 @@ def stall_part(args, work: Path, vegeta: str) -> dict[str, Any]:
             common.stop(proc)
 
 
-def cpu_part(args, work: Path) -> list[dict[str, Any]]:
-    """The executor and the closed model at the same time, same rate, no stall: CPU per request each."""
+def side_by_side(args, work: Path, configs: dict[str, Path], tag: str, probes: dict[str, str] | None = None
+                 ) -> dict[str, Any]:
+    """One round: the executor and the closed model at the same time, each against its own service."""
+    services = {name: common.start_service(work, "--latency-ms", str(args.latency_ms)) for name in configs}
+    try:
+        procs = {name: start_suite(work, f"{tag}-{name}", services[name][1], config, args.cpu_duration, CLOSED_USERS,
+                                   probes)
+                 for name, config in configs.items()}
+        return {name: finish_suite(proc, folder, args.cpu_duration + 90) for name, (proc, folder) in procs.items()}
+    finally:
+        for proc, _ in services.values():
+            common.stop(proc)
+
+
+def cpu_part(args, work: Path) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The executor and the closed model at the same time, same rate, no stall: CPU per request each
+    (`--cpu-rounds` rounds), then with `--count-calls` one more round that counts function calls per request."""
     rounds = []
-    open_config = suite_config(work, "cpu-open", args.rate, 0.5)
-    closed_config = suite_config(work, "cpu-closed", None, max(0.0, CLOSED_USERS / args.rate - args.latency_ms / 1000.0))
+    configs = {"open": suite_config(work, "cpu-open", args.rate, 0.5),
+               "closed": suite_config(work, "cpu-closed", None,
+                                      max(0.0, CLOSED_USERS / args.rate - args.latency_ms / 1000.0))}
     for round_no in range(args.cpu_rounds):
-        services = {name: common.start_service(work, "--latency-ms", str(args.latency_ms)) for name in ("open", "closed")}
-        try:
-            procs = {"open": start_suite(work, f"cpu{round_no}-open", services["open"][1], open_config,
-                                         args.cpu_duration, CLOSED_USERS),
-                     "closed": start_suite(work, f"cpu{round_no}-closed", services["closed"][1], closed_config,
-                                           args.cpu_duration, CLOSED_USERS)}
-            result = {name: finish_suite(proc, folder, args.cpu_duration + 90) for name, (proc, folder) in procs.items()}
-        finally:
-            for proc, _ in services.values():
-                common.stop(proc)
-        ratio = (result["open"]["cpu_ms_per_request"] / result["closed"]["cpu_ms_per_request"]
-                 if result["open"]["cpu_ms_per_request"] and result["closed"]["cpu_ms_per_request"] else None)
+        result = side_by_side(args, work, configs, f"cpu{round_no}",
+                              {"BENCH_IDLE_GAPS": "1"} if args.idle_gaps else None)
+        opened, closed = result["open"], result["closed"]
+        ratio = (opened["cpu_ms_per_request"] / closed["cpu_ms_per_request"]
+                 if opened["cpu_ms_per_request"] and closed["cpu_ms_per_request"] else None)
         rounds.append({**result, "ratio": round(ratio, 3) if ratio else None})
-        print(f"  cpu round {round_no + 1}: open {result['open']['cpu_ms_per_request']} ms, closed "
-              f"{result['closed']['cpu_ms_per_request']} ms of CPU per request "
-              f"({result['open']['window_requests']} / {result['closed']['window_requests']} requests): "
-              f"ratio {ratio:.3f}" if ratio else "  cpu round: no window", flush=True)
-    return rounds
+        print(f"  cpu round {round_no + 1}: open {opened['cpu_ms_per_request']} ms, closed "
+              f"{closed['cpu_ms_per_request']} ms of CPU per request "
+              f"({opened['window_requests']} / {closed['window_requests']} requests): ratio {ratio:.3f}; "
+              f"event-loop passes per request {opened['loop_passes_per_request']} / "
+              f"{closed['loop_passes_per_request']}, wake-ups {opened['wakeups_per_request']} / "
+              f"{closed['wakeups_per_request']}" if ratio else "  cpu round: no window", flush=True)
+        if args.idle_gaps and opened["idle_gaps_per_request"] and closed["idle_gaps_per_request"]:
+            edges = opened["idle_gaps_per_request"]["edges_ms"]
+            labels = [f"<{edges[0]:g}"] + [f"{a:g}-{b:g}" for a, b in zip(edges, edges[1:])] + [f">{edges[-1]:g}"]
+            print("    event-loop passes per request by the idle time before them (ms): " + ", ".join(
+                f"{label} {a}/{b}" for label, a, b in zip(labels, opened["idle_gaps_per_request"]["counts"],
+                                                           closed["idle_gaps_per_request"]["counts"])), flush=True)
+    calls = None
+    if args.count_calls:
+        result = side_by_side(args, work, configs, "calls", {"BENCH_COUNT_CALLS": "1"})
+        opened, closed = result["open"]["calls_per_request"], result["closed"]["calls_per_request"]
+        calls = {"open": opened, "closed": closed, "ratio": round(opened / closed, 3) if opened and closed else None}
+        print(f"  function calls per request (cProfile, one round): open {opened}, closed {closed}: "
+              f"ratio {calls['ratio']}", flush=True)
+    return rounds, calls
 
 
 def within(suite: float | None, reference: float | None) -> bool:
@@ -237,6 +274,10 @@ def main() -> int:
     parser.add_argument("--latency-ms", type=float, default=10.0, help="the services' fixed latency (default 10)")
     parser.add_argument("--cpu-duration", type=int, default=20, help="seconds per CPU round (default 20)")
     parser.add_argument("--cpu-rounds", type=int, default=2, help="CPU rounds, 0 skips (default 2)")
+    parser.add_argument("--count-calls", action="store_true",
+                        help="one more round that counts function calls per request (cProfile) in each model")
+    parser.add_argument("--idle-gaps", action="store_true",
+                        help="in the CPU rounds, count event-loop passes by how long the loop was idle before them")
     parser.add_argument("--skip-stall", action="store_true", help="only the CPU rounds")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out", help="folder for open_model.json")
     args = parser.parse_args()
@@ -250,10 +291,12 @@ def main() -> int:
               f"{args.latency_ms:g}, frozen {args.stall:g} s at second {args.stall_at:g}; load average "
               f"{load_before[0]:.2f}", flush=True)
         stall = None if args.skip_stall else stall_part(args, work, vegeta)
-        cpu = cpu_part(args, work) if args.cpu_rounds > 0 else []
+        cpu, calls = cpu_part(args, work)
     if stall is None:
         ratios = [r["ratio"] for r in cpu if r["ratio"]]
         print(f"CPU per request, executor / closed model: {statistics.median(ratios):.3f}" if ratios else "no CPU rounds")
+        if calls and calls["ratio"]:
+            print(f"function calls per request, executor / closed model: {calls['ratio']:.3f}")
         return 0
     ref, suite = stall["vegeta"], stall["suite_open"]
     checks = {f"{key} within 10 % / 2 ms of vegeta": within(suite[key], ref[key]) for key in ("p50_ms", "p95_ms", "p99_ms")}
@@ -262,6 +305,8 @@ def main() -> int:
     cpu_ratio = statistics.median(ratios) if ratios else None
     if cpu_ratio is not None:
         checks["CPU per request within 10 % of the closed model's"] = cpu_ratio <= 1.10
+    if calls and calls["ratio"]:
+        checks["function calls per request within 10 % of the closed model's"] = calls["ratio"] <= 1.10
     text = table(stall)
     print("\n" + text + "\n")
     late = suite.get("lateness_ms") or {}
@@ -269,12 +314,14 @@ def main() -> int:
           f"{late.get('max')} ms")
     if cpu_ratio is not None:
         print(f"CPU per request, executor / closed model (median of {len(ratios)} rounds): {cpu_ratio:.3f}")
+    if calls and calls["ratio"]:
+        print(f"function calls per request, executor / closed model: {calls['ratio']:.3f}")
     for label, ok in checks.items():
         print(f"- {label}: {'met' if ok else 'NOT met'}")
     load_after = os.getloadavg()
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (2 cores, shared)")
     args.out.mkdir(parents=True, exist_ok=True)
-    report = {"settings": vars(args) | {"out": str(args.out)}, "stall": stall, "cpu_rounds": cpu,
+    report = {"settings": vars(args) | {"out": str(args.out)}, "stall": stall, "cpu_rounds": cpu, "calls": calls,
               "cpu_ratio": cpu_ratio, "checks": checks, "table_markdown": text,
               "loadavg": {"before": load_before, "after": load_after}, "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     (args.out / "open_model.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
