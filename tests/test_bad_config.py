@@ -141,13 +141,13 @@ def _unreadable_cases(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     binary = tmp_path / "binary.yaml"
     binary.write_bytes(b"service:\n  base_url: \xff\xfe\x00\n")
     cases = {"missing_file": (tmp_path / "nope.yaml", "config file not found"),
-             "directory": (directory, "cannot read config file (IsADirectoryError)"),
-             "not_utf8": (binary, "cannot read config file (UnicodeDecodeError)")}
+             "directory": (directory, "is a directory, not a config file"),
+             "not_utf8": (binary, "not UTF-8 text (at byte offset 21): save it as UTF-8")}
     if os.geteuid() != 0:  # root reads a mode-000 file anyway
         locked = tmp_path / "locked.yaml"
         locked.write_text("service: {}\n")
         locked.chmod(0)
-        cases["no_permission"] = (locked, "cannot read config file (PermissionError)")
+        cases["no_permission"] = (locked, "cannot read config file (Permission denied)")
     return cases
 
 

@@ -88,8 +88,14 @@ def load_config(path: str | os.PathLike | None = None, env: dict[str, str] | Non
             text = file.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise ConfigError(f"{file}: config file not found: check the path or unset CONFIG_PATH") from None
-        except (OSError, UnicodeDecodeError) as error:
-            raise ConfigError(f"{file}: cannot read config file ({error.__class__.__name__}): fix its permissions or encoding") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{file}: is a directory, not a config file: give the path of a YAML file") from None
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"{file}: cannot read config file: not UTF-8 text (at byte offset {error.start}): save it as "
+                              "UTF-8") from None
+        except OSError as error:
+            raise ConfigError(f"{file}: cannot read config file ({error.strerror or error.__class__.__name__}): "
+                              "fix its permissions or the path") from None
         try:
             data = strict_yaml(text)
         except yaml.YAMLError as error:
