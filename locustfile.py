@@ -23,6 +23,7 @@ from custom_load_shape import all_shape_classes, shape_class_or_exit
 from loadsuite.names import ALL_USER_TYPES, USER_TYPE_TASKS
 from loadsuite.openmodel import executor_for
 from loadsuite.oracle import recorder
+from loadsuite.runtime.bodies import bound_fast_session, bound_requests_session
 from shared_data import ProductCache
 from test_data import EDGE_CASES, INVALID_BUY_PAYLOADS, INVALID_STOCK_PAYLOADS
 from validators import (
@@ -107,7 +108,11 @@ class ShopUser(_client_base()):
         return think
 
     def on_start(self) -> None:
-        if not isinstance(self, FastHttpUser):
+        max_bytes = int(CONFIG.service.max_response_mib * 2**20)
+        if isinstance(self, FastHttpUser):
+            bound_fast_session(self.client, max_bytes)
+        else:
+            bound_requests_session(self.client, max_bytes)
             self.client.request = _with_timeout(self.client.request, CONFIG.service.request_timeout_seconds)
 
     # Happy paths -------------------------------------------------------------------------------

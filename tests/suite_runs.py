@@ -43,6 +43,7 @@ class Child:
     pid: int
     cmdline: list[str]
     peers: set[int] = field(default_factory=set)  # remote ports of its TCP connections
+    peak_rss: int = 0  # the most resident memory seen (bytes, sampled at 5 Hz)
 
     @property
     def role(self) -> str:
@@ -141,6 +142,7 @@ def _watch(proc: psutil.Process, children: dict[int, Child]) -> None:
             known = children.get(child.pid)
             if known is None:
                 known = children[child.pid] = Child(child.pid, child.cmdline())
+            known.peak_rss = max(known.peak_rss, child.memory_info().rss)
             for conn in child.net_connections(kind="tcp"):
                 if conn.raddr and conn.status == psutil.CONN_ESTABLISHED:
                     known.peers.add(conn.raddr.port)

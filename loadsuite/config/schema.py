@@ -35,6 +35,7 @@ class _Section(BaseModel):
 class ServiceConfig(_Section):
     base_url: str = "http://127.0.0.1:8082"
     request_timeout_seconds: float = Field(10.0, gt=0, le=600)
+    max_response_mib: float = Field(16.0, gt=0, le=1024)
     client: Literal[CLIENTS] = "fast"
 
     @field_validator("base_url")

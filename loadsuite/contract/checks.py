@@ -128,6 +128,9 @@ def _transport_failure(error: BaseException | None) -> CheckFailed:
     if error is None:
         return CheckFailed("connection", "no response")
     chain = _causes(error)
+    for cause in chain:  # the bounded body reader refused the answer (loadsuite/runtime/bodies.py)
+        if getattr(cause, "body_too_large", False):
+            return CheckFailed("too_large", str(cause))
     root = chain[-1]
     if any(_is_explicit_timeout(type(e)) for e in chain) or _is_root_timeout(type(root)):
         return CheckFailed("timeout", "no response within the request timeout")
@@ -142,8 +145,19 @@ def check_transport(resp: Any) -> None:
         raise _transport_failure(getattr(resp, "error", None))
 
 
+def _body_refused(resp: Any) -> BaseException | None:
+    """The error FastHttpUser recorded while it read the body, before any check ran, when the bounded reader
+    refused it as too large: the body the checks would see is then empty."""
+    meta = getattr(resp, "request_meta", None)
+    error = meta.get("exception") if meta else None
+    return error if getattr(error, "body_too_large", False) else None
+
+
 def json_body(resp: Any) -> Any:
     """The parsed JSON body (parse once; pass the result on to the other checks)."""
+    refused = _body_refused(resp)
+    if refused is not None:
+        raise _transport_failure(refused)
     try:
         content = resp.content
     except Exception as error:  # FastHttp reads the body lazily: a reset or timeout shows up here

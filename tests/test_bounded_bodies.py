@@ -1,0 +1,130 @@
+"""No answer can make the load generator read without end (loadsuite/runtime/bodies.py).
+
+A hostile server (tests/hostile_server.py, its own process) answers with bodies that never end, announce 4 GiB,
+or inflate from a few KiB to 64 MiB (gzip, deflate, brotli). Through both Locust clients, bounded at 1 MiB,
+each such request must fail with the reason `too_large`, promptly, while well-formed answers in every encoding
+and in many small chunks still read whole. Then the whole suite against an endless answer: the run ends on
+time, with `too_large` failures and bounded memory (before the bound it grew to 10 GB and never ended).
+"""
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import free_port
+from suite_runs import run_suite
+
+HOSTILE = Path(__file__).with_name("hostile_server.py")
+LIMIT = 2**20
+REFUSED = ["firehose", "huge_length", "gzip_bomb", "deflate_bomb", "br_bomb"]
+READ_WHOLE = ["length_ok", "chunked_ok", "gzip_ok", "deflate_ok", "raw_deflate_ok", "br_ok"]
+
+
+def _start_hostile(default_mode: str = "firehose") -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(HOSTILE), str(port), default_mode],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"the hostile server did not listen: {proc.communicate(timeout=10)[1][-500:]!r}")
+
+
+@pytest.fixture(scope="module")
+def hostile():
+    proc, url = _start_hostile()
+    try:
+        yield url
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def _read_with(client: str, url: str, path: str, requests: int = 3):
+    """Locust users of this client, bodies bounded at LIMIT, GET `path` until `requests` are done (<= 20 s)."""
+    import gevent
+    from locust import FastHttpUser, HttpUser, constant, task
+    from locust.env import Environment
+
+    from loadsuite.runtime.bodies import bound_fast_session, bound_requests_session
+    from validators import expect_product_list
+
+    class Reader(FastHttpUser if client == "fast" else HttpUser):
+        wait_time = constant(0.01)
+
+        def on_start(self):
+            (bound_fast_session if client == "fast" else bound_requests_session)(self.client, LIMIT)
+
+        @task
+        def read(self):
+            with self.client.get(path, name="Get_All_Products", catch_response=True) as resp:
+                expect_product_list(resp)
+
+    environment = Environment(user_classes=[Reader], host=url)
+    runner = environment.create_local_runner()
+    started = time.monotonic()
+    runner.start(1, spawn_rate=10)
+    while environment.stats.total.num_requests < requests and time.monotonic() - started < 20:
+        gevent.sleep(0.02)
+    runner.quit()
+    return environment, time.monotonic() - started
+
+
+@pytest.mark.parametrize("client", ["fast", "requests"])
+@pytest.mark.parametrize("mode", REFUSED)
+def test_an_answer_beyond_the_limit_fails_as_too_large_and_is_not_read_on(hostile, client, mode):
+    rss_before = psutil.Process().memory_info().rss
+    environment, seconds = _read_with(client, hostile, f"/{mode}")
+    total = environment.stats.total
+    errors = {str(entry.error) for entry in environment.stats.errors.values()}
+    assert total.num_requests >= 3 and total.num_failures == total.num_requests, (total.num_requests, errors)
+    assert errors and all("too_large: answer larger than 1 MiB" in error for error in errors), errors
+    assert seconds < 20, "three refused answers must not take the whole deadline"
+    assert psutil.Process().memory_info().rss - rss_before < 256 * 2**20
+
+
+@pytest.mark.parametrize("client", ["fast", "requests"])
+@pytest.mark.parametrize("mode", READ_WHOLE)
+def test_a_well_formed_answer_within_the_limit_reads_whole_in_any_encoding(hostile, client, mode):
+    environment, _ = _read_with(client, hostile, f"/{mode}")
+    total = environment.stats.total
+    errors = {str(entry.error) for entry in environment.stats.errors.values()}
+    assert total.num_requests >= 3 and total.num_failures == 0, errors
+
+
+@pytest.mark.parametrize("client", ["fast", "requests"])
+def test_an_unknown_content_encoding_is_handed_over_undecoded_by_both_clients(hostile, client):
+    """geventhttpclient alone raised a ValueError out of the request (a traceback); requests hands the body over
+    as it came. Both now do the latter, and the checks judge the body (here a valid product list)."""
+    environment, _ = _read_with(client, hostile, "/bad_encoding")
+    errors = {str(entry.error) for entry in environment.stats.errors.values()}
+    assert environment.stats.total.num_requests >= 3 and environment.stats.total.num_failures == 0, errors
+    assert not environment.runner.exceptions, environment.runner.exceptions
+
+
+@pytest.mark.e2e
+def test_the_suite_against_an_endless_answer_ends_on_time_with_bounded_memory(tmp_path):
+    proc, url = _start_hostile("firehose")
+    try:
+        run = run_suite("headless", "2", "4", url, "--no-analysis", results_root=tmp_path / "results", timeout=120)
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    assert run.returncode == 1, run.explain()
+    assert run.seconds < 60, run.explain()  # 4 s of load, the oracle's 5-s snapshots, the start and the end
+    failures = run.failures()
+    assert failures and all("too_large: answer larger than 16 MiB" in row["Error"] for row in failures), failures
+    locust = run.role("locust")
+    assert locust and max(child.peak_rss for child in locust) < 1024 * 2**20, [c.peak_rss for c in locust]
+    assert not run.survivors, run.survivors
