@@ -107,6 +107,18 @@ class Handler(BaseHTTPRequestHandler):
         time.sleep(delay)
         if mode == "echo401":  # a hostile server: echoes the credentials back in its error body
             self._answer(401, ('{"message": "bad token: %s"}' % self.headers.get("Authorization")).encode())
+        elif mode in ("endless200", "endless500"):  # announces 4 GiB and sends until the client hangs up
+            try:
+                self.send_response(200 if mode == "endless200" else 500)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(4 << 30))
+                self.end_headers()
+                block = b"x" * 65536
+                for _ in range((1 << 30) // len(block)):
+                    self.wfile.write(block)
+            except OSError:
+                pass
+            self.close_connection = True
         else:
             self._answer(204, b"")
     def _answer(self, status, body):
@@ -163,7 +175,8 @@ class Process:
 
 
 def start_fake_metrics_server(mode: str = "slow", delay: float = 3.0) -> Process:
-    """A metrics server that answers every write after `delay` seconds (mode slow) or with 401 (echo401)."""
+    """A metrics server that answers every write after `delay` seconds (mode slow), with 401 (echo401), or with a
+    200 or a 500 whose body never ends (endless200, endless500)."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", _FAKE_SERVER, mode, str(delay), str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

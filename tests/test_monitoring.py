@@ -412,6 +412,35 @@ def test_slow_metrics_server_never_blocks_users(target, caplog):
 
 
 @pytest.mark.e2e
+@pytest.mark.parametrize("mode", ["endless200", "endless500"])
+def test_a_metrics_server_whose_answer_never_ends_never_blocks_users(target, caplog, mode):
+    """Its answer announces 4 GiB and keeps coming: the writer reads at most a few KiB of it (a socket that always
+    has data never yields to gevent, so neither the write timeout nor the users would run while it read)."""
+    import psutil
+
+    caplog.set_level(logging.INFO)
+    endless = start_fake_metrics_server(mode, delay=0.0)
+    rss_before = psutil.Process().memory_info().rss
+    try:
+        seconds = 3.0
+        config = influx_config(endless.url, flush_interval_seconds=0.25, write_timeout_seconds=1.0)
+        run = run_locust(target.url, config, seconds)
+    finally:
+        endless.stop()
+    assert_users_were_not_slowed(run, seconds)
+    assert_results_untouched(run)
+    assert run.stop_seconds < config.write_timeout_seconds + 1.5
+    assert psutil.Process().memory_info().rss - rss_before < 256 * 2**20
+    stats = run.monitor.stats()
+    if mode == "endless200":  # accepted: a 2xx is a write, whatever follows it
+        assert stats["points_written"] > 0 and stats["write_errors"] == 0, stats
+    else:
+        assert stats["points_written"] == 0 and stats["write_errors"] >= 2, stats
+        warnings = write_warnings(caplog)
+        assert len(warnings) == 1 and "HTTP 500" in warnings[0] and "xxxx" in warnings[0], warnings
+
+
+@pytest.mark.e2e
 def test_token_is_never_logged_even_when_the_server_echoes_it(target, caplog, capfd):
     caplog.set_level(logging.DEBUG)
     echo = start_fake_metrics_server("echo401", delay=0.0)

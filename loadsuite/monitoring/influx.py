@@ -51,6 +51,7 @@ from .lines import _escape_key, _escape_string, _field
 from .sampling import LATENCY_BUCKETS_MS, MAX_REASON_LENGTH, MAX_REASONS, IntervalSampler  # noqa: F401 - re-exported
 
 log = logging.getLogger("monitoring")
+ANSWER_BYTES = 4096  # of a write's answer, the most that is read (an error's text is shown up to 1,000 characters)
 
 
 class _WriteTimedOut(Exception):
@@ -319,10 +320,18 @@ class Monitor(IntervalSampler):
             http = self._ensure_client()
             with gevent.Timeout(timeout, _WriteTimedOut(f"no answer within {timeout:.1f} s")):
                 response = http.request("POST", self._write_url, body=body, headers=self._headers,
-                                        timeout=timeout, retries=False, redirect=False)
+                                        timeout=timeout, retries=False, redirect=False, preload_content=False)
+                # At most ANSWER_BYTES of the answer are read: one that never ends would otherwise grow this
+                # process without bound, and a socket that always has data never yields to gevent, so neither
+                # this timeout nor the users would run while it was read.
+                head = response.read(ANSWER_BYTES + 1, decode_content=False)
+            if len(head) <= ANSWER_BYTES and (response.status == 204 or response.length_remaining == 0):
+                response.release_conn()  # read to its end: the connection is kept for the next write
+            else:
+                response.close()  # the rest is never read; the next write opens a new connection
             if response.status >= 300:
                 raise WriteRejected(response.status, response.reason or "",
-                                    response.data.decode("utf-8", "replace")[:1000])
+                                    head[:1000].decode("utf-8", "replace"))
         except Exception as error:  # noqa: BLE001 - every failure becomes a counted, scrubbed error
             return error
         return None
