@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+MAX_HEAD_BYTES = 64 * 1024  # status line and headers
 DEFAULT_DEADLINE_S = 5.0
 
 
@@ -76,6 +77,7 @@ class ServiceClient:
         except OSError as error:
             raise ServiceError(f"{what}: cannot connect ({error.strerror or error.__class__.__name__})") from None
         chunks, size = [], 0
+        framing = _Framing(what)
         try:
             if self._tls:
                 sock = ssl.create_default_context().wrap_socket(sock, server_hostname=self._host)
@@ -90,7 +92,7 @@ class ServiceClient:
                 size += len(chunk)
                 if size > MAX_RESPONSE_BYTES:
                     raise ServiceError(f"{what}: answer larger than {MAX_RESPONSE_BYTES // 2**20} MiB")
-                if _complete(chunks):
+                if framing.complete(chunks, size):
                     break
         except socket.timeout:
             raise ServiceError(f"{what}: no complete answer within {self.deadline_s:g} s") from None
@@ -134,20 +136,39 @@ class ServiceClient:
         return "rejected" if 400 <= status < 500 else "failed"
 
 
-def _complete(chunks: list[bytes]) -> bool:
-    """True once the head and a Content-Length body have arrived (else we read until the peer closes)."""
-    data = b"".join(chunks) if len(chunks) > 1 else chunks[0]
-    end = data.find(b"\r\n\r\n")
-    if end < 0:
-        return False
-    for line in data[:end].split(b"\r\n")[1:]:
-        key, _, value = line.partition(b":")
-        if key.strip().lower() == b"content-length":
-            try:
-                return len(data) - end - 4 >= int(value.strip())
-            except ValueError:
+class _Framing:
+    """Whether the answer is complete: the head and a Content-Length body have arrived (else it is read until the
+    peer closes). The head is looked for in what arrived until it is found, then only the size is compared: an
+    answer of many chunks costs linear time, never a join of everything per chunk."""
+
+    __slots__ = ("_what", "_body_at", "_length")
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._body_at: int | None = None  # where the body starts, once the head has arrived
+        self._length: int | None = None  # its Content-Length, if it has one
+
+    def complete(self, chunks: list[bytes], size: int) -> bool:
+        if self._body_at is None:
+            if size > MAX_HEAD_BYTES and len(chunks) > 1:
+                data = b"".join(chunks)[:MAX_HEAD_BYTES + 4]
+            else:
+                data = b"".join(chunks) if len(chunks) > 1 else chunks[0]
+            end = data.find(b"\r\n\r\n")
+            if end < 0:
+                if size > MAX_HEAD_BYTES:
+                    raise ServiceError(f"{self._what}: answer head longer than {MAX_HEAD_BYTES // 1024} KiB")
                 return False
-    return False
+            self._body_at = end + 4
+            for line in data[:end].split(b"\r\n")[1:]:
+                key, _, value = line.partition(b":")
+                if key.strip().lower() == b"content-length":
+                    try:
+                        self._length = int(value.strip())
+                    except ValueError:
+                        self._length = None
+                    break
+        return self._length is not None and size - self._body_at >= self._length
 
 
 def snapshot_stock(base_url: str | None, deadline_s: float = DEFAULT_DEADLINE_S, attempts: int = 3

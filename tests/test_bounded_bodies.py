@@ -1,7 +1,7 @@
 """No answer can make the load generator read without end (loadsuite/runtime/bodies.py).
 
 A hostile server (tests/hostile_server.py, its own process) answers with bodies that never end, announce 4 GiB,
-or inflate from a few KiB to 64 MiB (gzip, deflate, brotli). Through both Locust clients, bounded at 1 MiB,
+or inflate from a few KiB to 64 MiB (gzip, deflate, brotli), or with a head that never ends. Through both Locust clients, bounded at 1 MiB,
 each such request must fail with the reason `too_large`, promptly, while well-formed answers in every encoding
 and in many small chunks still read whole. Then the whole suite against an endless answer: the run ends on
 time, with `too_large` failures and bounded memory (before the bound it grew to 10 GB and never ended).
@@ -95,6 +95,20 @@ def test_an_answer_beyond_the_limit_fails_as_too_large_and_is_not_read_on(hostil
 
 
 @pytest.mark.parametrize("client", ["fast", "requests"])
+def test_a_head_that_never_ends_fails_the_request_promptly(hostile, client):
+    """geventhttpclient sets no bound on a head: before MAX_HEAD_BYTES a FastHttpUser read header lines for ever
+    (no request completed in 20 s). requests' http.client stops at 100 headers."""
+    environment, seconds = _read_with(client, hostile, "/endless_head")
+    total = environment.stats.total
+    errors = {str(entry.error) for entry in environment.stats.errors.values()}
+    assert total.num_requests >= 3 and total.num_failures == total.num_requests, errors
+    assert not environment.runner.exceptions, environment.runner.exceptions
+    expected = ("too_large: answer head (status line and headers) larger than 1 MiB" if client == "fast"
+                else "connection: HTTPException")
+    assert errors == {expected}, errors
+
+
+@pytest.mark.parametrize("client", ["fast", "requests"])
 @pytest.mark.parametrize("mode", READ_WHOLE)
 def test_a_well_formed_answer_within_the_limit_reads_whole_in_any_encoding(hostile, client, mode):
     environment, _ = _read_with(client, hostile, f"/{mode}")
@@ -111,6 +125,25 @@ def test_an_unknown_content_encoding_is_handed_over_undecoded_by_both_clients(ho
     errors = {str(entry.error) for entry in environment.stats.errors.values()}
     assert environment.stats.total.num_requests >= 3 and environment.stats.total.num_failures == 0, errors
     assert not environment.runner.exceptions, environment.runner.exceptions
+
+
+@pytest.mark.parametrize("mode", ["firehose", "huge_length"])
+def test_the_oracle_client_refuses_an_endless_answer_at_its_size_cap_not_at_its_deadline(hostile, mode):
+    """service_client (health, stock snapshots, contention setup) caps answers at 64 MiB. It used to look for the
+    end of the head in a join of everything read so far, once per chunk: 23-41 s to reach the cap, never
+    yielding while the socket had data, so it ran into its deadline instead (measured; now 0.07 s)."""
+    from loadsuite.service_client import MAX_RESPONSE_BYTES, ServiceClient, ServiceError
+
+    with pytest.raises(ServiceError) as refused:
+        ServiceClient(hostile, deadline_s=10).request("GET", f"/{mode}")
+    assert str(refused.value) == f"GET /{mode}: answer larger than {MAX_RESPONSE_BYTES // 2**20} MiB"
+
+
+def test_the_oracle_client_refuses_a_head_that_never_ends(hostile):
+    from loadsuite.service_client import ServiceClient, ServiceError
+
+    with pytest.raises(ServiceError, match=r"^GET /endless_head: answer head longer than 64 KiB$"):
+        ServiceClient(hostile, deadline_s=10).request("GET", "/endless_head")
 
 
 @pytest.mark.e2e

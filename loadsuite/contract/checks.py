@@ -129,7 +129,7 @@ def _transport_failure(error: BaseException | None) -> CheckFailed:
         return CheckFailed("connection", "no response")
     chain = _causes(error)
     for cause in chain:  # the bounded body reader refused the answer (loadsuite/runtime/bodies.py)
-        if getattr(cause, "body_too_large", False):
+        if getattr(cause, "answer_too_large", False):
             return CheckFailed("too_large", str(cause))
     root = chain[-1]
     if any(_is_explicit_timeout(type(e)) for e in chain) or _is_root_timeout(type(root)):
@@ -150,7 +150,7 @@ def _body_refused(resp: Any) -> BaseException | None:
     refused it as too large: the body the checks would see is then empty."""
     meta = getattr(resp, "request_meta", None)
     error = meta.get("exception") if meta else None
-    return error if getattr(error, "body_too_large", False) else None
+    return error if getattr(error, "answer_too_large", False) else None
 
 
 def json_body(resp: Any) -> Any:

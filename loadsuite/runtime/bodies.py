@@ -18,18 +18,21 @@ import zlib
 from typing import Any
 
 import brotli
+from geventhttpclient import client as ghc_client
+from geventhttpclient.response import HTTPSocketPoolResponse
 from locust.contrib.fasthttp import FastResponse
 from requests.exceptions import RequestException
 
 BLOCK_BYTES = 64 * 1024
+MAX_HEAD_BYTES = 1024 * 1024  # status line and headers of one answer (Go's http.Server default)
 
 
 class ResponseTooLarge(RequestException):
     """The answer's body is over the limit. A RequestException is an OSError: both Locust clients record it as the
     request's failure (FastHttpSession's FAILURE_EXCEPTIONS include OSError; HttpSession catches RequestException).
-    `body_too_large` marks it for the checks, which recognise exceptions by attribute, not by import."""
+    `answer_too_large` marks it for the checks, which recognise exceptions by attribute, not by import."""
 
-    body_too_large = True
+    answer_too_large = True
 
 
 def _limit_text(limit: int) -> str:
@@ -168,13 +171,55 @@ class _Spent:
         return getattr(self._raw, name)
 
 
+class ResponseHeadTooLarge(OSError):
+    """The answer's status line and headers are over MAX_HEAD_BYTES (geventhttpclient sets no bound of its own;
+    requests' http.client stops at 100 headers or a 64-KiB line). An OSError, which FastHttpSession records as the
+    request's failure; not a RequestException, whose `response` attribute (None) FastHttpSession would use."""
+
+    answer_too_large = True
+
+
+class _BoundedHeadResponse(HTTPSocketPoolResponse):
+    """geventhttpclient's response with its head bounded: the parser hands over the status line and the headers
+    in pieces, counted here, so a head that never ends fails instead of growing without end."""
+
+    _head_bytes = 0
+
+    def _count(self, piece) -> None:
+        self._head_bytes += len(piece)
+        if self._head_bytes > MAX_HEAD_BYTES:
+            raise ResponseHeadTooLarge(f"answer head (status line and headers) larger than "
+                                       f"{_limit_text(MAX_HEAD_BYTES)}")
+
+    def _on_status(self, msg) -> None:
+        self._count(msg)
+        super()._on_status(msg)
+
+    def _on_header_field(self, string) -> None:
+        self._count(string)
+        super()._on_header_field(string)
+
+    def _on_header_value(self, string) -> None:
+        self._count(string)
+        super()._on_header_value(string)
+
+
+def _bound_heads() -> None:
+    """geventhttpclient's HTTPClient makes its responses from this module global: point it at the bounded one
+    (idempotent; FastHttpUser is the only user of geventhttpclient in the generator)."""
+    if ghc_client.HTTPSocketPoolResponse is not _BoundedHeadResponse:
+        ghc_client.HTTPSocketPoolResponse = _BoundedHeadResponse
+
+
 @functools.lru_cache(maxsize=8)
 def _fast_response_class(max_bytes: int) -> type:
     return type("BoundedFastResponse", (BoundedFastResponse,), {"max_bytes": max_bytes})
 
 
 def bound_fast_session(session, max_bytes: int) -> None:
-    """Make a FastHttpSession read every body through BoundedFastResponse with this limit (once per user)."""
+    """Make a FastHttpSession read every body through BoundedFastResponse with this limit, and every head within
+    MAX_HEAD_BYTES (once per user)."""
+    _bound_heads()
     session.client.response_type = _fast_response_class(max_bytes)
 
 
