@@ -180,28 +180,19 @@ class ResponseHeadTooLarge(OSError):
 
 
 class _BoundedHeadResponse(HTTPSocketPoolResponse):
-    """geventhttpclient's response with its head bounded: the parser hands over the status line and the headers
-    in pieces, counted here, so a head that never ends fails instead of growing without end."""
+    """geventhttpclient's response with its head bounded: until the headers are complete, the bytes fed to the
+    parser (one recv block of 4 KiB at a time) are counted, so a head that never ends fails instead of growing
+    without end. One check per block, none per header."""
 
     _head_bytes = 0
 
-    def _count(self, piece) -> None:
-        self._head_bytes += len(piece)
-        if self._head_bytes > MAX_HEAD_BYTES:
-            raise ResponseHeadTooLarge(f"answer head (status line and headers) larger than "
-                                       f"{_limit_text(MAX_HEAD_BYTES)}")
-
-    def _on_status(self, msg) -> None:
-        self._count(msg)
-        super()._on_status(msg)
-
-    def _on_header_field(self, string) -> None:
-        self._count(string)
-        super()._on_header_field(string)
-
-    def _on_header_value(self, string) -> None:
-        self._count(string)
-        super()._on_header_value(string)
+    def feed(self, data) -> None:
+        if not self.headers_complete:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                raise ResponseHeadTooLarge(f"answer head (status line and headers) larger than "
+                                           f"{_limit_text(MAX_HEAD_BYTES)}")
+        super().feed(data)
 
 
 def _bound_heads() -> None:
