@@ -9,6 +9,7 @@ Modes, each a 200 with Content-Type application/json:
   firehose      chunked, 64-KiB chunks without end
   huge_length   Content-Length 4 GiB, then bytes without end
   endless_head  a status line, then header lines without end
+  head_4gib     Content-Length 4 GiB and no body: the answer to a HEAD request for a large resource
   gzip_bomb     Content-Encoding gzip: 64 MiB of zeros, compressed (about 64 KiB on the wire)
   deflate_bomb  Content-Encoding deflate (zlib format): the same
   br_bomb       Content-Encoding br: the same
@@ -61,7 +62,7 @@ ENCODED = {  # mode: (Content-Encoding, body)
     "raw_deflate_ok": ("deflate", _raw_deflate(SMALL)),
     "br_ok": ("br", brotli.compress(SMALL)),
 }
-MODES = ("firehose", "huge_length", "endless_head", "chunked_ok", *ENCODED)
+MODES = ("firehose", "huge_length", "endless_head", "head_4gib", "chunked_ok", *ENCODED)
 HEALTH = b'{"status":"ok"}'
 
 
@@ -83,6 +84,9 @@ def _answer(conn: socket.socket, mode: str) -> None:
         block = b"x" * 65536
         for _ in range(MAX_SENT // len(block)):
             conn.sendall(block)
+        return
+    if mode == "head_4gib":
+        conn.sendall(_head(length=4 * 2**30))
         return
     if mode == "endless_head":
         conn.sendall(b"HTTP/1.1 200 OK\r\n")

@@ -51,8 +51,9 @@ def hostile():
         proc.wait(timeout=10)
 
 
-def _read_with(client: str, url: str, path: str, requests: int = 3):
-    """Locust users of this client, bodies bounded at LIMIT, GET `path` until `requests` are done (<= 20 s)."""
+def _read_with(client: str, url: str, path: str, requests: int = 3, method: str = "GET"):
+    """Locust users of this client, bodies bounded at LIMIT, `method` `path` until `requests` are done (<= 20 s);
+    a GET's answer must be a valid product list, a HEAD's a 200."""
     import gevent
     from locust import FastHttpUser, HttpUser, constant, task
     from locust.env import Environment
@@ -68,8 +69,11 @@ def _read_with(client: str, url: str, path: str, requests: int = 3):
 
         @task
         def read(self):
-            with self.client.get(path, name="Get_All_Products", catch_response=True) as resp:
-                expect_product_list(resp)
+            with self.client.request(method, path, name="Get_All_Products", catch_response=True) as resp:
+                if method == "GET":
+                    expect_product_list(resp)
+                elif resp.status_code != 200:
+                    resp.failure(f"status {resp.status_code}")
 
     environment = Environment(user_classes=[Reader], host=url)
     runner = environment.create_local_runner()
@@ -92,6 +96,14 @@ def test_an_answer_beyond_the_limit_fails_as_too_large_and_is_not_read_on(hostil
     assert errors and all("too_large: answer larger than 1 MiB" in error for error in errors), errors
     assert seconds < 20, "three refused answers must not take the whole deadline"
     assert psutil.Process().memory_info().rss - rss_before < 256 * 2**20
+
+
+@pytest.mark.parametrize("client", ["fast", "requests"])
+def test_a_head_request_for_a_large_resource_is_not_refused(hostile, client):
+    """A HEAD answer announces the resource's length and carries no body: nothing to refuse."""
+    environment, _ = _read_with(client, hostile, "/head_4gib", method="HEAD")
+    errors = {str(entry.error) for entry in environment.stats.errors.values()}
+    assert environment.stats.total.num_requests >= 3 and environment.stats.total.num_failures == 0, errors
 
 
 @pytest.mark.parametrize("client", ["fast", "requests"])

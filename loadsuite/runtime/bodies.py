@@ -124,7 +124,8 @@ class BoundedFastResponse(FastResponse):
             self.release()
             return body
         try:
-            if announced is not None and encoding == "identity":
+            if announced is not None and encoding == "identity" and raw.method != "HEAD" and \
+                    raw.get_code() not in (204, 304):  # those announce a length but have no body
                 raise too_large(limit, announced)  # refused before a byte of it is read
             inflater = _inflater(encoding)
             parts: list[bytes] = []
@@ -224,11 +225,6 @@ class _BoundedRaw:
         self._limit = limit
 
     def stream(self, amt: int = 2**16, decode_content: bool | None = None):
-        announced = _content_length(self._raw.headers)
-        encoded = self._raw.headers.get("content-encoding", "identity").strip().lower() not in ("identity", "")
-        if announced is not None and announced > self._limit and not encoded:
-            self._raw.close()
-            raise too_large(self._limit, announced)
         size = 0
         for chunk in self._raw.stream(amt, decode_content=decode_content):
             size += len(chunk)
