@@ -12,7 +12,10 @@
 # This script keeps what belongs in a shell (the virtualenv, processes, signals); the arguments are
 # parsed and validated by loadsuite/cli/run_args.py before any traffic.
 set -uo pipefail
-set -m  # background jobs keep SIGINT (bash ignores it in them otherwise), so Ctrl-C can be forwarded to Locust
+# No job control (set -m): Locust runs in this script's own process group, which a terminal makes its foreground
+# group, so Locust owns the keyboard (w/W/s/S) and the terminal's Ctrl-C, Ctrl-Z and hangup reach it and this
+# script alike. The bundled service and local workers get a session of their own (detached): the terminal's
+# signals never reach them; this script stops them.
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$ROOT"
@@ -44,6 +47,15 @@ ensure_python() {
     PY="$venv/bin/python"
 }
 
+start_detached() {  # LOG COMMAND...: in a session of its own, out of the terminal's reach; $! is its pid
+    local log="$1"; shift
+    if command -v setsid >/dev/null 2>&1; then  # not a group leader here: setsid execs in place, no fork
+        ( exec setsid "$@" ) > "$log" 2>&1 < /dev/null &
+    else
+        ( exec "$PY" -c 'import os, sys; os.setsid(); os.execvp(sys.argv[1], sys.argv[1:])' "$@" ) \
+            > "$log" 2>&1 < /dev/null &
+    fi
+}
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 check_health() { "$PY" -m loadsuite.cli.health "$1" "${2:-3}" ${3:+"$3"}; }  # URL [DEADLINE_S [PID: wait for it]]: 0 when /health answers 200
 
@@ -58,19 +70,30 @@ PLAN="$("$PY" -m loadsuite.cli.run_args "$@")" || exit 2   # one line on stderr 
 eval "$PLAN"
 
 # --- processes we own, stopped whatever happens ----------------------------------------------------
-SERVICE_PID="" LOCUST_PID="" WORKER_PIDS=() SIGNALS=0 GRACE=50
+SERVICE_PID="" LOCUST_PID="" WORKER_PIDS=() SIGNALS=0 GRACE=50 HUNG_UP=0 TTY_STATE=""
 STOP_TIMEOUT="${STOP_TIMEOUT:-10}"
-cleanup() {  # TERM to every process group we started, KILL after GRACE tenths of a second
-    local pid
-    for pid in "${WORKER_PIDS[@]}" $LOCUST_PID $SERVICE_PID; do
+# Locust's keyboard listener puts the terminal in cbreak mode; a Locust killed at once cannot restore it.
+if [ -t 0 ] && "$PY" -c 'import os, sys; sys.exit(os.tcgetpgrp(0) != os.getpgrp())' 2>/dev/null; then
+    TTY_STATE="$(stty -g 2>/dev/null)"   # only in the foreground: a background job touching the terminal is stopped
+fi
+descendants() { local c; for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do echo "$c"; descendants "$c"; done; }
+cleanup() {  # TERM to everything we started, KILL after GRACE tenths of a second
+    local pid pids=()
+    # Locust shares our process group (its --processes children too): those go by pid, the detached ones by group.
+    [ -n "$LOCUST_PID" ] && pids+=($(descendants "$LOCUST_PID"))
+    for pid in "${WORKER_PIDS[@]}" $LOCUST_PID "${pids[@]}" $SERVICE_PID; do
         kill -0 "$pid" 2>/dev/null || continue
-        kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null   # the whole group: --processes forks
+        kill -CONT -- "-$pid" 2>/dev/null; kill -CONT "$pid" 2>/dev/null   # a suspended run (Ctrl-Z) cannot stop
+        kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
     done
-    for pid in "${WORKER_PIDS[@]}" $LOCUST_PID $SERVICE_PID; do
+    for pid in "${WORKER_PIDS[@]}" $LOCUST_PID "${pids[@]}" $SERVICE_PID; do
         for _ in $(seq 1 "$GRACE"); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -KILL -- "-$pid" 2>/dev/null; kill -KILL "$pid" 2>/dev/null
     done
     wait 2>/dev/null
+    if [ -n "$TTY_STATE" ] && [ "$HUNG_UP" = "0" ]; then
+        trap '' TTOU; stty "$TTY_STATE" 2>/dev/null   # ignored SIGTTOU: restoring never stops us
+    fi
 }
 on_signal() {  # the first Ctrl-C/SIGTERM: Locust stops its users and writes its reports; the second: out at once
     SIGNALS=$((SIGNALS + 1))
@@ -78,11 +101,34 @@ on_signal() {  # the first Ctrl-C/SIGTERM: Locust stops its users and writes its
         echo "run_tests.sh: second interrupt: stopped at once; the results${RESULTS:+ in $RESULTS} may be incomplete" >&2
         GRACE=0; trap - INT TERM; exit 130
     fi
+    # A terminal's Ctrl-C reached Locust as well (one process group); Locust counts the two as one (LOADSUITE_SUPERVISED).
     [ -n "$LOCUST_PID" ] && kill -INT "$LOCUST_PID" 2>/dev/null
     return 0
 }
+on_hangup() {  # the terminal closed: the run ends as after Ctrl-C, the rest of the console goes to console.log
+    [ "$HUNG_UP" = "1" ] && return 0   # the kernel and the login shell each send one
+    HUNG_UP=1
+    if [ -n "${RESULTS:-}" ] && [ -d "$RESULTS" ]; then exec >>"$RESULTS/console.log" 2>&1; else exec >/dev/null 2>&1; fi
+    echo "run_tests.sh: the terminal closed (SIGHUP): the run stops as after Ctrl-C; its console continues here"
+    [ -n "$LOCUST_PID" ] && kill -HUP "$LOCUST_PID" 2>/dev/null
+    return 0
+}
+on_suspend() {  # Ctrl-Z: the terminal stopped Locust (our process group); pause the detached workers, then ourselves
+    local pid
+    for pid in "${WORKER_PIDS[@]}"; do kill -STOP -- "-$pid" 2>/dev/null; done
+    [ -n "$LOCUST_PID" ] && kill -STOP "$LOCUST_PID" 2>/dev/null   # also when the signal came from kill, not a key
+    kill -STOP $$
+    # `fg` (SIGCONT) resumes us and our process group here
+    [ -n "$LOCUST_PID" ] && kill -CONT "$LOCUST_PID" 2>/dev/null
+    for pid in "${WORKER_PIDS[@]}"; do kill -CONT -- "-$pid" 2>/dev/null; done
+    return 0
+}
 trap on_signal INT TERM
+trap on_hangup HUP
+trap on_suspend TSTP
 trap cleanup EXIT
+export LOADSUITE_SUPERVISED=1   # Locust: this script forwards every signal and owns the second-interrupt rule
+export LOADSUITE_CONSOLE_LOG=""  # set below, once the run has a folder: where Locust writes after a hangup
 
 # --- the target ------------------------------------------------------------------------------------
 RUN_ID="$(date -u +%Y%m%dT%H%M%SZ)"
@@ -96,6 +142,7 @@ if [ "$MODE" != "worker" ]; then
     mkdir -p "$RESULTS" 2>/dev/null || die "results could not be written: cannot create $RESULTS: free space, fix permissions or set RESULTS_ROOT" 4
     ln -sfn "$(basename "$RESULTS")" "$RESULTS_ROOT/latest" 2>/dev/null
     RUN_ID="$(basename "$RESULTS")"
+    LOADSUITE_CONSOLE_LOG="$RESULTS/console.log"
 fi
 export RUN_ID
 export LOADSUITE_VERDICT_LAST=1   # this script prints the verdict block last, after Locust exits
@@ -104,8 +151,8 @@ if [ "$MODE" = "worker" ]; then
     :
 elif [ -z "$HOST" ]; then
     PORT="$(free_port)"
-    "$PY" -m product_service --host 127.0.0.1 --port "$PORT" --db "$RESULTS/service.db" --reset \
-        > "$RESULTS/service.log" 2>&1 &
+    start_detached "$RESULTS/service.log" \
+        "$PY" -m product_service --host 127.0.0.1 --port "$PORT" --db "$RESULTS/service.db" --reset
     SERVICE_PID=$!
     HOST="http://127.0.0.1:$PORT"
     WHY="$(check_health "$HOST" 20 "$SERVICE_PID")" \
@@ -120,12 +167,17 @@ LOAD=(-u "$USERS" -r "$RATE" -t "${DURATION}s")
 [ "$SHAPE_ACTIVE" = "1" ] && LOAD=()   # the shape drives users and stops the run
 LOCUST=("$PY" -m locust -f locustfile.py --stop-timeout "$STOP_TIMEOUT")
 
-run_locust() {  # run Locust in the background so signals reach us, then wait for it
-    "$@" &
+run_locust() {  # Locust in the background of this script (traps run while it works), then wait for it
+    # In our process group with our stdin: on a terminal Locust's keys work; a background job gets no terminal.
+    if [ -t 0 ] && [ -z "$TTY_STATE" ]; then   # a background job of a terminal: no keyboard for Locust
+        ( trap - INT QUIT; exec "$@" ) < /dev/null &
+    else
+        ( trap - INT QUIT; exec "$@" ) <&0 &   # a background job starts with SIGINT ignored: Ctrl-C must reach it
+    fi
     LOCUST_PID=$!
     local code
     while :; do
-        wait "$LOCUST_PID" 2>/dev/null; code=$?   # no "Killed" job line: the aftermath says it in one line
+        wait "$LOCUST_PID" 2>/dev/null; code=$?   # blocks until Locust exits or a trapped signal arrives
         kill -0 "$LOCUST_PID" 2>/dev/null || break
     done
     LOCUST_PID=""
@@ -146,8 +198,8 @@ case "$MODE" in
         [ "$MODE" = "master" ] && EXPECT=(--expect-workers "${EXPECT_WORKERS:-1}")
         if [ "$MODE" = "distributed" ]; then
             for i in $(seq 1 "$WORKERS"); do
-                "${LOCUST[@]}" --worker --master-host 127.0.0.1 --master-port "$MASTER_PORT" "${LOCUST_EXTRA[@]}" \
-                    > "$RESULTS/worker-$i.log" 2>&1 &
+                start_detached "$RESULTS/worker-$i.log" \
+                    "${LOCUST[@]}" --worker --master-host 127.0.0.1 --master-port "$MASTER_PORT" "${LOCUST_EXTRA[@]}"
                 WORKER_PIDS+=($!)
             done
         fi
@@ -164,10 +216,11 @@ esac
 [ "$MODE" != "worker" ] && [ "$MODE" != "ui" ] && { "$PY" -m loadsuite.cli.aftermath "$RESULTS" "$CODE"; CODE=$?; }
 
 if [ "$MODE" != "worker" ] && [ "$CODE" != "2" ] && [ "$ANALYSIS" = "1" ] \
-    && [ "$(wc -l < "$RESULTS/stats_stats.csv" 2>/dev/null || echo 0)" -gt 1 ]; then
+    && [ -f "$RESULTS/summary.json" ] && [ "$(wc -l < "$RESULTS/stats_stats.csv" 2>/dev/null || echo 0)" -gt 1 ]; then
     "$PY" analyze_results.py "$RESULTS" > "$RESULTS/analysis.log" 2>&1 \
         || echo "run_tests.sh: the analysis failed (the run's own verdict stands): see $RESULTS/analysis.log" >&2
 fi
+[ "$MODE" = "ui" ] && [ ! -f "$RESULTS/summary.json" ] && echo "run_tests.sh: no test was started in the web UI: nothing to judge" >&2
 [ "$MODE" != "worker" ] && echo "run_tests.sh: results in $RESULTS (exit code $CODE)" >&2
 # The verdict block is the last thing on screen (Locust prints its final table after our listeners).
 [ "$MODE" != "worker" ] && [ -f "$RESULTS/summary.json" ] && "$PY" -m loadsuite.cli.verdict "$RESULTS"

@@ -49,6 +49,7 @@ class SuiteRun:
         self.html_file: str | None = None  # report.html, written by end_of_run after summary.json
         self.write_errors: list[str] = []
         self.ending = False  # the end of the run (oracle, reports) has begun: an interrupt no longer cuts it
+        self.hung_up = False  # the terminal closed (SIGHUP): output goes to console.log
 
     def current_summary(self) -> dict[str, Any] | None:
         """The last finished run's summary (what summary.json holds), or None while a run is going on."""
@@ -89,6 +90,8 @@ class SuiteRun:
         self.peak_users = max(self.peak_users, user_count)
 
     def on_test_stopping(self, environment, **_kwargs) -> None:
+        if self.started_at is None:  # quitting a web UI where no test ran: Locust stops its idle runner too
+            return
         self.ending = True
         runner = environment.runner
         self.peak_users = max(self.peak_users, runner.user_count if runner else 0)
@@ -96,6 +99,8 @@ class SuiteRun:
             self.peak_workers = max(self.peak_workers, len(runner.clients.all))
 
     def on_test_stop(self, environment, finish: Callable[[Any], Any], **_kwargs) -> None:
+        if self.started_at is None:  # no test ran: nothing to judge or write
+            return
         self.stopped_at = time.time()
         self.ending = True
         final_reports.collect(environment)  # master: every worker's last statistics, before anything reads them
@@ -108,15 +113,22 @@ class SuiteRun:
             gevent.spawn(finish_then_allow_quit)
 
     def watch_interrupts(self) -> None:
-        """Remember a Ctrl-C (run_tests.sh turns SIGTERM into SIGINT too) so the summary says the run was cut short.
+        """Remember a Ctrl-C, SIGTERM (run_tests.sh turns it into SIGINT) or hangup so the summary says the run was
+        cut short, and stop the run gracefully on the first of them.
 
         The KeyboardInterrupt goes to the main greenlet only, where locust.main catches it and shuts down: a
         plain signal handler raises it in whichever greenlet happens to run (the hub, or on a master the one
         that receives the workers' messages), which kills that greenlet and prints a traceback.
+        Under run_tests.sh (LOADSUITE_SUPERVISED) a terminal's Ctrl-C arrives twice, from the terminal and
+        forwarded by the script, which owns the second-interrupt rule: later interrupts are ignored here.
         """
+        supervised = os.environ.get("LOADSUITE_SUPERVISED") == "1"
+
         def on_interrupt() -> None:
             self.interrupts += 1
-            if self.interrupts > 1:  # the second one: out at once (run_tests.sh says the same when it gets it)
+            if self.interrupts > 1:
+                if supervised:
+                    return
                 print("second interrupt: stopped at once without waiting for users or reports", file=sys.stderr,
                       flush=True)
                 os._exit(130)
@@ -128,8 +140,19 @@ class SuiteRun:
             hub = gevent.get_hub()
             hub.loop.run_callback(hub.parent.throw, KeyboardInterrupt)  # what gevent does with a KeyboardInterrupt
 
+        def on_hangup(_signum, _frame) -> None:
+            # The terminal is gone: every later write to it would fail (EIO), so output goes to the run's
+            # console.log (or nowhere) from this instant, before any greenlet runs again.
+            if self.hung_up:
+                return
+            self.hung_up = True
+            _redirect_output(os.environ.get("LOADSUITE_CONSOLE_LOG") or os.devnull)
+            if self.interrupts == 0:
+                gevent.get_hub().loop.run_callback(on_interrupt)
+
         try:
             gevent.signal_handler(signal.SIGINT, on_interrupt)
+            signal.signal(signal.SIGHUP, on_hangup)
         except ValueError:  # not the main thread (an embedded Environment): nothing to watch
             pass
 
@@ -145,6 +168,17 @@ class SuiteRun:
         # Not recorded in the ledger: the oracle's own test_start listener runs after this one, clears the
         # ledger and snapshots the start stock, so this value is the oracle's starting point.
         logger.info("contention: %r set to stock %d (%s)", name, stock, outcome)
+
+
+def _redirect_output(path: str) -> None:
+    """Point this process's stdout and stderr (the file descriptors, so Locust's own writers follow) at path."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError:
+        fd = os.open(os.devnull, os.O_WRONLY)
+    for target in (1, 2):
+        os.dup2(fd, target)
+    os.close(fd)
 
 
 def refuse_bad_locust_arguments(config: SuiteConfig, argv: list[str] | None = None) -> None:
