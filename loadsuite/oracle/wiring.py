@@ -32,8 +32,8 @@ import logging
 import time
 from typing import Callable
 
-from ..runtime import final_reports
-from ..service_client import snapshot_stock
+from ..distributed import final_reports
+from ..transport.service_client import snapshot_stock
 from .checks import OracleResult, check
 from .ledger import recorder, split_payload
 
@@ -184,10 +184,16 @@ def _base_url(environment, state: _RunState) -> str | None:
     return next((c.host for c in environment.user_classes if getattr(c, "host", None)), None)
 
 
+def reset(environment) -> None:
+    """A new test: no records, no snapshot, no result (SuiteRun resets every part when a test starts)."""
+    state = _state(environment)
+    if state is not None:
+        state.reset()
+        _LEDGER.clear()
+
+
 def _on_test_start(environment) -> None:
     state = _state(environment)
-    state.reset()
-    _LEDGER.clear()
     state.started = True
     role = _role(environment.runner)
     if role == "worker":
