@@ -249,3 +249,28 @@ def _locust_choices(extra: list[str]) -> tuple[list[str], list[str], str]:
     options, _unknown = get_parser(default_config_files=[]).parse_known_args(extra)
     tags = [*(options.tags or []), *(options.exclude_tags or [])]
     return list(options.user_classes or []), tags, options.host or ""
+
+
+def table(config) -> str:
+    """The user types and the tasks each runs, with the weights and tags a run uses (`python -m loadsuite.catalogue`)."""
+    shop = read()
+    weights = configured_task_weights(config)
+    lines = [f"{'user type / task':<34}{'weight':>7}  tags"]
+    for name, user in shop.user_types.items():
+        weight = "on demand" if user.on_demand else str(config.user_types.get(name, user.weight))
+        lines.append(f"{name:<34}{weight:>7}")
+        for task, task_weight in shop.task_weights(name, weights).items():
+            lines.append(f"  {task:<32}{task_weight:>7}  {', '.join(shop.tasks[task].tags)}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+
+    from .config import ConfigError, load_config
+
+    try:
+        print(table(load_config(sys.argv[1] if len(sys.argv) > 1 else None)))
+    except (ConfigError, CatalogueError) as error:
+        print(f"config error: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -1,6 +1,6 @@
 """The oracle wired into Locust: start and end snapshots, records from workers, finalize().
 
-Contract for the locustfile (the lead's code):
+Contract for the locustfile:
 - Tasks record into the process ledger `recorder()` AFTER each buy / stock update, also when the request
   was cut short: a user killed at the end of a run (stop_timeout reached, Ctrl-C) dies inside the request,
   so record in a `finally` (or use `recorder().buying(...)`), with outcome "failed" when no answer was read.
@@ -16,7 +16,7 @@ How the records of workers reach the master (Locust 2.47, locust/runners.py and 
 - test_start fires on the master (MasterRunner.start) before any spawn message goes out, on a local
   runner before users spawn, on a worker when its first spawn message arrives.
 - A worker sends its records from its test_stop listener (its users are stopped). The run's final-report
-  protocol (loadsuite/runtime/final_reports.py, attached after these listeners) then sends its last
+  protocol (loadsuite/distributed/final_reports.py, attached after these listeners) then sends its last
   statistics and a marker; messages from one worker arrive in order, so a worker's marker means its records
   are in. The master's finalize() calls final_reports.collect(), which stops the workers that have not sent
   their marker and waits for them, bounded; the workers that never answered are named as missing.
