@@ -82,11 +82,14 @@ def test_config_yaml_may_weigh_the_new_task_and_a_wrong_name_is_refused_with_the
 
 @pytest.mark.e2e
 def test_a_run_sends_the_new_tasks_request_and_checks_its_answer(copy, tmp_path):
-    results = tmp_path / "results"
-    done = subprocess.run([str(copy / "run_tests.sh"), "headless", "2", "5", "--no-analysis", "--",
-                           "ProductServiceUser", "--tags", "browse"], cwd=copy, env=suite_env(results),
+    results, config = tmp_path / "results", tmp_path / "only-books.yaml"
+    # Only the new task of its tag weighs anything: every task run of this test is one of its requests.
+    config.write_text("scenario_weights: {browse_all_products: 0, browse_books: 3}\n"
+                      "wait_time: {min_seconds: 0.1, max_seconds: 0.2}\n", encoding="utf-8")
+    done = subprocess.run([str(copy / "run_tests.sh"), "headless", "2", "5", "--no-analysis", "--config", str(config),
+                           "--", "ProductServiceUser", "--tags", "browse"], cwd=copy, env=suite_env(results),
                           capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = stats_rows(results / "latest" / "stats_stats.csv")
     assert rows["Get_Books"]["Request Count"] > 0 and rows["Get_Books"]["Failure Count"] == 0, rows.keys()
-    assert set(rows) <= {"Get_Books", "Get_All_Products", "Aggregated"}  # --tags browse: nothing else ran
+    assert set(rows) == {"Get_Books", "Aggregated"}, rows.keys()  # --tags browse, and the other browse task weighs 0
