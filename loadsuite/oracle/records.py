@@ -140,7 +140,7 @@ class OracleResult:
         if self.counts:
             line += " (" + counts_text(self.counts, self.units) + ")"
         if self.violations:
-            line += f"; first: {self.violations[0].product}: {self.violations[0].message}"
+            line += f"; first: {self.violations[0].product!r}: {self.violations[0].message}"  # a log line: repr'd
         if self.notes:
             line += "; " + "; ".join(self.notes)
         return line

@@ -10,6 +10,7 @@ import csv
 import io
 import logging
 import os
+import re
 import sys
 import time
 from datetime import datetime, timezone
@@ -22,7 +23,7 @@ from .. import openmodel, oracle
 from ..oracle import wiring as oracle_wiring
 from ..config.urls import redact
 from ..reporting import verdict
-from ..reporting.console import use_colour
+from ..reporting.console import terminal_safe, use_colour
 from ..distributed import final_reports
 from .custom_stats import STATS
 from .run import SuiteRun
@@ -84,7 +85,7 @@ def write(run: SuiteRun, environment, summary: dict[str, Any]) -> None:
     folder = results_dir(run, environment)
     print(custom_table(), flush=True)
     for line in summary["lost"]:
-        print(f"lost: {line}", flush=True)
+        print(f"lost: {terminal_safe(line)}", flush=True)
     if summary["setup_s"] >= 1:
         print(f"setup (start snapshot, contention stock) took {summary['setup_s']:g} s of the run's clock: "
               f"{summary['load_s']:g} s of load were applied", flush=True)
@@ -187,11 +188,27 @@ def results_dir(run: SuiteRun, environment) -> Path:
     return run.results_dir
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")  # what a spreadsheet would run as a formula (OWASP's list)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def csv_cell(value: object) -> object:
+    """A custom_report.csv cell a spreadsheet shows as text: a text cell that starts like a formula gets a leading
+    apostrophe (a key can carry text from a worker or a category name), a lone surrogate (no UTF-8 for it: the
+    write would fail) becomes U+FFFD; numbers stay numbers."""
+    if not isinstance(value, str):
+        return value
+    value = _SURROGATE.sub("\ufffd", value)
+    return "'" + value if value.startswith(_FORMULA_START) else value
+
+
 def write_custom_report(folder: Path) -> Path:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["metric", "key", "value"])
-    writer.writerows(STATS.rows())
+    writer.writerows([csv_cell(cell) for cell in row] for row in STATS.rows())
     path = folder / "custom_report.csv"
     path.write_text(buffer.getvalue(), encoding="utf-8")
     return path
@@ -200,7 +217,7 @@ def write_custom_report(folder: Path) -> Path:
 def custom_table() -> str:
     lines = ["", "=== Custom statistics " + "=" * 50]
     for metric, key, value in STATS.rows():
-        lines.append(f"{metric + (' ' + key if key else ''):<60}{value:>12}")
+        lines.append(f"{terminal_safe(metric + (' ' + key if key else '')):<60}{value:>12}")
     return "\n".join(lines)
 
 
