@@ -61,6 +61,7 @@ class Plan:
     spawn_rate: str = ""
     analysis: bool = True
     shape_active: bool = False
+    ready_s: float = 10.0  # service.ready_timeout_seconds: how long the health check asks again
     locust_extra: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -70,7 +71,7 @@ class Plan:
         lines = [f"MODE={q(self.mode)}", f"USERS={self.users}", f"DURATION={self.duration_s}",
                  f"WORKERS={self.workers}", f"HOST={q(self.host)}", f"MASTER_HOST={q(self.master_host)}",
                  f"SPAWN_RATE={q(self.spawn_rate)}", f"ANALYSIS={1 if self.analysis else 0}",
-                 f"SHAPE_ACTIVE={1 if self.shape_active else 0}",
+                 f"SHAPE_ACTIVE={1 if self.shape_active else 0}", f"READY_S={self.ready_s:g}",
                  "LOCUST_EXTRA=(" + " ".join(q(arg) for arg in self.locust_extra) + ")"]
         if self.shape:
             lines.append(f"export LOAD_SHAPE={q(self.shape)}")
@@ -219,6 +220,7 @@ def _check_config(result: Plan, env: dict[str, str]) -> None:
     except ConfigError as error:
         raise UsageError(f"config error: {error}") from None
     check_locust_arguments(result.locust_extra, config)
+    result.ready_s = config.service.ready_timeout_seconds
     shape = config.load_shape.name
     result.shape_active = shape is not None
     if shape and result.mode in ("headless", "distributed", "master"):

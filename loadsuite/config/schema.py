@@ -38,6 +38,7 @@ class ServiceConfig(_Section):
     request_timeout_seconds: float = Field(10.0, gt=0, le=600)
     max_response_mib: float = Field(16.0, gt=0, le=1024)
     client: Literal[CLIENTS] = "fast"
+    ready_timeout_seconds: float = Field(10.0, gt=0, le=3600)  # the start-up wait for GET /health (cli/health.py)
 
     @field_validator("base_url")
     @classmethod

@@ -12,7 +12,7 @@ import json
 import re
 from typing import Any, Literal, NamedTuple
 
-from ..transport.headers import header
+from ..transport.headers import describe_location, header
 from .schemas import describe, product_problem, valid_product
 
 JSON = "application/json"
@@ -198,8 +198,30 @@ def _error_code_of(resp: Any) -> str | None:
     return code if type(code) is str and _CODE.match(code) else None
 
 
+MAX_LOCATIONS_NAMED = 20  # distinct redirect targets named in failure texts; Locust keeps one entry per text
+_named_locations: set[str] = set()
+
+
+def _redirect_failure(resp: Any, expected: int) -> CheckFailed:
+    """A 3xx: the contract has no redirects, and the suite never follows one (transport/bodies.py): the failure
+    names where it pointed (the first MAX_LOCATIONS_NAMED distinct ones; a target inventing new ones each time
+    cannot grow Locust's failure table without end)."""
+    meta = getattr(resp, "request_meta", None)
+    url = (meta.get("url") if meta else None) or getattr(resp, "url", None)
+    where = describe_location(header(resp.headers, "Location"), url if isinstance(url, str) else None)
+    if where not in _named_locations:
+        if len(_named_locations) >= MAX_LOCATIONS_NAMED:
+            where = "another Location (more distinct ones than are named)"
+        else:
+            _named_locations.add(where)
+    return CheckFailed("redirect", f"expected {expected}, saw {resp.status_code} to {where}: not followed",
+                       status=resp.status_code)
+
+
 def _status_failure(resp: Any, expected: int, code: str | None = None) -> CheckFailed:
     status = resp.status_code
+    if 300 <= status < 400:
+        return _redirect_failure(resp, expected)
     code = code or _error_code_of(resp)
     return CheckFailed("status", f"expected {expected}, saw {status} {code}" if code else
                        f"expected {expected}, saw {status}", status=status)

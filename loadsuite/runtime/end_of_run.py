@@ -23,6 +23,7 @@ from .. import openmodel, oracle
 from ..oracle import wiring as oracle_wiring
 from ..config.urls import redact
 from ..reporting import verdict
+from ..reporting.folders import FolderError, new_run_folder
 from ..reporting.console import terminal_safe, use_colour
 from ..distributed import final_reports
 from .custom_stats import STATS
@@ -174,7 +175,7 @@ def build_summary(run: SuiteRun, environment, consistency: dict[str, Any], custo
 
 
 def results_dir(run: SuiteRun, environment) -> Path:
-    """--results-dir, else the folder of --csv, else results/<run id>."""
+    """--results-dir, else the folder of --csv, else a new results/<run id> (made once per process)."""
     if run.results_dir is None:
         options = environment.parsed_options
         chosen = getattr(options, "results_dir", "") if options else ""
@@ -183,8 +184,11 @@ def results_dir(run: SuiteRun, environment) -> Path:
             run.results_dir = Path(chosen)
         elif csv_prefix and os.path.dirname(csv_prefix):
             run.results_dir = Path(os.path.dirname(csv_prefix))
-        else:
-            run.results_dir = Path("results") / run.run_id
+        else:  # Locust run directly: a folder of this run's own, even when another starts in the same second
+            try:
+                run.results_dir = new_run_folder(Path("results"), run.run_id)
+            except FolderError:  # the writes that follow record why (exit code 4)
+                run.results_dir = Path("results") / run.run_id
     return run.results_dir
 
 

@@ -1,0 +1,151 @@
+"""A target that wanders (issue 31): redirects to another origin, a service still starting, answers that contradict
+what the same target said before. Real processes on loopback: tests/lying_shop.py tells each lie; run_tests.sh
+runs as a user starts it (tests/suite_runs.py)."""
+from __future__ import annotations
+
+import re
+import time
+from types import SimpleNamespace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import free_port
+from lying_shop import running, served
+from loadsuite.cli.health import wait_until_healthy
+from loadsuite.transport.headers import MAX_LOCATION_CHARS, describe_location
+from loadsuite.transport.service_client import snapshot_stock
+from suite_runs import run_suite, write_config
+
+TRACEBACK = "Traceback (most recent call last)"
+QUICK = {"wait_time": {"min_seconds": 0.05, "max_seconds": 0.2}, "service": {"request_timeout_seconds": 2}}
+
+
+def quick_config(tmp_path, **sections):
+    data = {key: dict(value) for key, value in QUICK.items()}
+    for section, values in sections.items():
+        data.setdefault(section, {}).update(values)
+    return write_config(tmp_path, data)
+
+
+# Row W1: a redirect is judged, never followed -----------------------------------------------------------------
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("client", ["fast", "requests"])
+def test_a_redirect_to_another_origin_is_a_failure_naming_the_location_and_never_followed(tmp_path, client):
+    with running() as elsewhere:
+        with running("--redirect", f"/products={elsewhere}/products",
+                     "--redirect", f"/products/category={elsewhere}/products/category") as shop:
+            config = quick_config(tmp_path, service={"client": client})
+            run = run_suite("headless", "3", "3", shop, "--config", str(config), "--no-analysis",
+                            results_root=tmp_path / "results", timeout=90)
+            assert served(elsewhere) == 0, "a user or a stock snapshot followed the redirect to another origin"
+    assert run.returncode == 1, run.explain()
+    assert TRACEBACK not in run.stdout + run.stderr
+    reasons = {row["Error"] for row in run.failures() if row["Name"] == "Get_All_Products"}
+    assert reasons == {f"CatchResponseError('redirect: expected 200, saw 302 to {elsewhere}/products (another "
+                       f"origin): not followed')"}, reasons
+    summary = run.summary()
+    assert summary["verdict"]["passed"] is False
+    consistency = summary["consistency"]
+    assert consistency["passed"] is not True and "302" in " ".join(consistency["notes"]), consistency
+
+
+def test_the_oracle_snapshot_names_a_redirect_and_does_not_follow_it():
+    with running() as elsewhere, running("--redirect", f"/products={elsewhere}/products") as shop:
+        stock, why = snapshot_stock(shop, deadline_s=3)
+        assert served(elsewhere) == 0
+    assert stock is None
+    assert why == (f"GET /products answered 302, a redirect to {elsewhere}/products (another origin): not followed "
+                   "(the contract has no redirects)")
+
+
+@settings(max_examples=300, deadline=None)
+@given(location=st.one_of(st.none(), st.text(), st.sampled_from(["http://[::1", "//evil.example/x", "/p\x1b[2J <b>",
+                                                                   "http://a:99999/", "javascript:alert(1)"])))
+def test_a_location_is_named_in_words_every_output_can_carry(location):
+    for base in (None, "http://127.0.0.1:8082/products"):
+        shown = describe_location(location, base)
+        if shown == "no Location":
+            assert not (location or "").strip()
+            continue
+        assert not re.search(r"[\x00-\x20\x7f-\x9f<>\"`\\|]", shown.split(" (")[0]), shown
+        assert len(shown.split(" (")[0]) <= MAX_LOCATION_CHARS
+
+
+def test_a_target_inventing_locations_cannot_grow_the_failure_table_without_end(monkeypatch):
+    """Locust keeps one failure entry per distinct text: only the first MAX_LOCATIONS_NAMED Locations are named."""
+    from loadsuite.contract import checks
+    import validators
+
+    from loadsuite.runtime.custom_stats import STATS
+
+    monkeypatch.setattr(checks, "_named_locations", set())
+    monkeypatch.setattr(STATS, "unexpected_statuses", {})
+    monkeypatch.setattr(STATS, "validation_failures", {})
+    texts = set()
+    for n in range(200):
+        resp = SimpleNamespace(status_code=302, headers={"Location": f"http://127.0.0.1:{1000 + n}/x"},
+                               request_meta={"name": "Get_All_Products", "url": "http://127.0.0.1:8082/products"},
+                               content=b"", failure=texts.add, success=lambda: None)
+        assert validators.expect_product_list(resp) is None
+    assert len(texts) == checks.MAX_LOCATIONS_NAMED + 1
+    assert any("another Location (more distinct ones than are named)" in text for text in texts)
+
+
+# Row W2: a start-up wait that tells "not ready" from "unreachable" ---------------------------------------------
+
+def test_a_service_still_starting_is_waited_for_within_the_deadline():
+    with running("--warm-up", "1.5") as shop:
+        notes = []
+        started = time.monotonic()
+        assert wait_until_healthy(shop, 10, note=notes.append) is None
+        assert 1.3 < time.monotonic() - started < 8
+    assert len(notes) == 1 and "503" in notes[0] and "up to 10 s" in notes[0]
+
+
+def test_a_service_that_never_gets_ready_is_named_not_ready_not_unreachable():
+    with running("--warm-up", "60") as shop:
+        started = time.monotonic()
+        why = wait_until_healthy(shop, 1.5)
+        assert 1.4 < time.monotonic() - started < 5
+    assert why.startswith("not ready (GET /health still answered 503 after 1 s") or \
+        why.startswith("not ready (GET /health still answered 503 after 2 s"), why
+    assert "service.ready_timeout_seconds" in why and "unreachable" not in why
+
+
+def test_nothing_listening_is_unreachable_after_the_same_wait():
+    why = wait_until_healthy(f"http://127.0.0.1:{free_port()}", 1.0)
+    assert why.startswith("unreachable (GET /health: connection refused"), why
+
+
+@pytest.mark.parametrize("lie", [["--redirect", "/health=http://127.0.0.1:1/health"]])
+def test_a_wrong_target_ends_the_wait_at_once(lie):
+    with running(*lie) as shop:
+        started = time.monotonic()
+        why = wait_until_healthy(shop, 10)
+        assert time.monotonic() - started < 3, "a redirect cannot turn into a 200 by asking again"
+    assert why.startswith("not the product-service (GET /health answered 302, a redirect to http://127.0.0.1:1/health")
+
+
+@pytest.mark.e2e
+def test_run_tests_sh_waits_for_a_service_warming_up_and_then_runs(tmp_path):
+    with running("--warm-up", "3") as shop:
+        run = run_suite("headless", "1", "2", shop, "--no-analysis", "--", "--tags", "health",
+                        results_root=tmp_path / "results", timeout=60)
+    assert run.returncode == 0, run.explain()
+    assert "has not answered 200 yet (GET /health answered 503): asking again for up to 10 s" in run.stderr
+    assert run.summary()["totals"]["requests"] > 0
+
+
+@pytest.mark.e2e
+def test_run_tests_sh_says_not_ready_and_exits_3_when_the_wait_runs_out(tmp_path):
+    config = quick_config(tmp_path, service={"ready_timeout_seconds": 1.5})
+    with running("--warm-up", "60") as shop:
+        run = run_suite("headless", "1", "2", shop, "--config", str(config), "--no-analysis",
+                        results_root=tmp_path / "results", timeout=60)
+    assert run.returncode == 3, run.explain()
+    line = run.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"run_tests.sh: target {shop} is not ready (GET /health still answered 503"), line
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
