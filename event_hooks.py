@@ -31,6 +31,7 @@ def register(events, config: SuiteConfig, scenarios=()) -> SuiteRun:
     events.init_command_line_parser.add_listener(_add_arguments)
     refuse_bad_locust_arguments(config)  # `locust -f locustfile.py ...` is as strict as run_tests.sh
     run = SuiteRun(config)
+    run.scenarios = list(scenarios)
     run.resets += [scenario.begin for scenario in scenarios]
     finish = partial(end_of_run.finish, run)
     end_of_run.guard_locust_csv_writer()

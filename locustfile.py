@@ -27,7 +27,7 @@ from loadsuite import catalogue
 from loadsuite.openmodel import executor_for
 from loadsuite.oracle import recorder, stock_update_outcome
 from loadsuite.transport.bodies import bound_fast_session, bound_requests_session, with_timeout
-from loadsuite.scenarios.flash_sale import FlashSale, ShopTaskSet
+from loadsuite.scenarios.flash_sale import RESTOCK_REQUEST, FlashSale, ShopTaskSet
 from shared_data import ProductCache
 from test_data import EDGE_CASES, INVALID_BUY_PAYLOADS, INVALID_STOCK_PAYLOADS
 from validators import (
@@ -224,7 +224,7 @@ class ShopUser(CLIENT):
         """Restock the sale's product (a stock update the oracle records); the product, or None if it failed."""
         product = SUITE.contended_product(self.host)
         for _attempt in range(3 if product is not None else 0):  # a 5xx (a torn read) is tried again
-            if self._set_stock(product, CONFIG.flash_sale.stock, "Flash_Sale_Restock"):
+            if self._set_stock(product, CONFIG.flash_sale.stock, RESTOCK_REQUEST):
                 return product
         return None
 

@@ -18,6 +18,7 @@ from ..config import ConfigError, load_config
 from ..config.schema import MAX_SECONDS, MAX_SPAWN_RATE, MAX_USERS
 from ..config.urls import normalise_base_url
 from .. import catalogue
+from ..shapes.profiles import profile_for
 from ..names import CLIENTS, SHAPES
 
 # Bounds on the command line: the config's own (schema.py; docs/reliability.md lists them) and the workers.
@@ -215,14 +216,20 @@ def _check_config(result: Plan, env: dict[str, str]) -> None:
         env["THRESHOLDS"] = ",".join(result.thresholds)
     if result.config:
         env["CONFIG_PATH"] = result.config
+    notes: list[str] = []
     try:
-        config = load_config(None, env)
+        config = load_config(None, env, notes)
     except ConfigError as error:
         raise UsageError(f"config error: {error}") from None
     check_locust_arguments(result.locust_extra, config)
     result.ready_s = config.service.ready_timeout_seconds
+    result.notes += [f"config note: {note}" for note in notes]
     shape = config.load_shape.name
     result.shape_active = shape is not None
+    if result.mode in ("headless", "distributed", "master"):  # the run's planned length is known: can the sale open?
+        planned = profile_for(config.load_shape).total_duration if shape else result.duration_s
+        if (why := config.flash_sale.cannot_open_within(planned)) is not None:
+            result.notes.append(f"note: {why}")
     if shape and result.mode in ("headless", "distributed", "master"):
         result.notes.append(f"the {shape} shape decides users and duration (USERS/DURATION_S are not used): "
                             f"see docs/load_shapes.md")

@@ -206,6 +206,15 @@ class FlashSaleConfig(_Section):
     duration_seconds: float = Field(10.0, gt=0)
     stock: int = Field(1000, ge=1)
 
+    def cannot_open_within(self, planned_s: float | None) -> str | None:
+        """Why this sale cannot open in a run planned to last planned_s seconds (None: it can, or the length is
+        unknown); run_tests.sh says it before the run, the verdict names it after (scenarios/flash_sale.py)."""
+        if not self.enabled or planned_s is None or planned_s > self.start_seconds:
+            return None
+        return (f"the flash sale opens {self.start_seconds:g} s into the run (flash_sale.start_seconds), after this "
+                f"{planned_s:g}-s run ends: race detection will be off (lost updates under concurrent buys are "
+                "unlikely to show); run longer or lower flash_sale.start_seconds")
+
 
 class SuiteConfig(_Section):
     service: ServiceConfig = ServiceConfig()

@@ -65,6 +65,17 @@ def oracle_counts(consistency: Mapping[str, Any]) -> str:
     return ", ".join(parts) or "no counts"
 
 
+def scenario_notes(summary: Mapping[str, Any]) -> list[str]:
+    """"flash sale did not run: why": each scenario the verdict relies on that was on but did not happen (every
+    output names it: the console, summary.md, junit.xml, the web tab)."""
+    scenarios = summary.get("scenarios")
+    notes = []
+    for name, report in (scenarios.items() if isinstance(scenarios, Mapping) else ()):
+        if isinstance(report, Mapping) and report.get("enabled") and not report.get("opened"):
+            notes.append(f"{str(name).replace('_', ' ')} did not run: {report.get('why') or 'no reason recorded'}")
+    return notes
+
+
 def verdict_block(summary: Mapping[str, Any], folder: Path | str, colour: bool = False) -> str:
     """The compact block; the verdict line is the last line."""
     def paint(text: str, code: str) -> str:
@@ -99,6 +110,7 @@ def verdict_block(summary: Mapping[str, Any], folder: Path | str, colour: bool =
             lines.append("  " + terminal_safe(f"{violation.get('kind')}: {violation.get('product')}: {violation.get('message')}"))
     else:
         lines.append("oracle: disabled")
+    lines += [paint(terminal_safe(note), YELLOW) for note in scenario_notes(summary)]
     if summary.get("interrupted"):
         lines.append(paint("interrupted: the numbers cover only the part that ran", YELLOW))
     present = [name for name in RESULT_FILES if (Path(folder) / name).exists()]

@@ -8,6 +8,7 @@ import pandas as pd
 
 from . import charts as result_charts
 from .charts import short_reason
+from .console import scenario_notes
 from .verdict import violation_counts
 from .results import FAILURES_CSV, SUMMARY_JSON, SUMMARY_MD, Run, load_run, timeline
 from .format import fmt_metric, fmt_ms, small_sample_note
@@ -86,6 +87,7 @@ def summary_markdown(run: Run, charts: list[tuple[str, str]]) -> str:
     lines += [f"- **{k}:** {md_escape(v)}" for k, v in facts]
     if s.get("interrupted"):
         lines.append(f"- {UNKNOWN} **The run was interrupted**: numbers cover only the part that ran.")
+    lines += [f"- {UNKNOWN} {md_escape(note)}" for note in scenario_notes(s)]
     if verdict and verdict.get("reasons"):
         lines += ["", "Reasons:", *[f"- {md_escape(r)}" for r in verdict["reasons"]]]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from . import junit
-from .console import consistency_counts, verdict_block, violation_counts  # noqa: F401 - re-exported
+from .console import consistency_counts, scenario_notes, verdict_block, violation_counts  # noqa: F401 - re-exported
 from .format import fmt_metric, ordered_percentiles
 
 METRICS = ("error_rate", "p95_ms", "p99_ms", "avg_ms", "min_rps")
@@ -162,6 +162,7 @@ def junit_cases(summary: dict[str, Any]) -> list[junit.Case]:
                                     skipped="inconclusive: " + str(consistency.get("note", "no product could be decided"))))
         else:
             cases.append(junit.Case("consistency", "inventory oracle"))
+    cases += [junit.Case("scenarios", note.partition(" did not run")[0], skipped=note) for note in scenario_notes(summary)]
     return cases
 
 

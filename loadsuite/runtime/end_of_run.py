@@ -145,6 +145,7 @@ def build_summary(run: SuiteRun, environment, consistency: dict[str, Any], custo
     runner = environment.runner
     lost = [client.id for client in runner.clients.all if client.state == "missing"] if isinstance(runner, MasterRunner) else []
     load_started = test.load_started_at or ended
+    load_s = round(max(0.0, ended - load_started), 2)
     return {
         "run_id": results_dir(run, environment).name,
         "host": redact(environment.host or config.service.base_url),
@@ -153,7 +154,7 @@ def build_summary(run: SuiteRun, environment, consistency: dict[str, Any], custo
         "duration_s": round(ended - started, 2),
         # load_s: seconds users could run (test start listeners done -> stop); setup_s: what the start snapshot
         # and contention setup took out of the run's -t clock (Locust arms it before they run).
-        "load_s": round(max(0.0, ended - load_started), 2),
+        "load_s": load_s,
         "setup_s": round(max(0.0, load_started - started), 2),
         "interrupted": run.interrupted or (bool(planned) and (ended - started) < planned - max(5.0, planned * 0.1)),
         "client": config.service.client,
@@ -167,6 +168,8 @@ def build_summary(run: SuiteRun, environment, consistency: dict[str, Any], custo
         "thresholds": verdict.threshold_dicts(thresholds),
         "consistency": consistency,
         "open_model": openmodel.summary(environment),
+        # what each scenario the verdict relies on did (the flash sale: whether it opened, else why not)
+        "scenarios": {scenario.name: scenario.report(environment, load_s) for scenario in run.scenarios},
         "monitoring": run.monitor.stats() if run.monitor is not None else None,
         "lost": [f"worker {worker}: stopped answering (no heartbeat); its traffic after that and its oracle records "
                  f"never arrived, so its buys are unknown to the oracle" for worker in lost],

@@ -57,6 +57,7 @@ class SuiteRun:
         self.test: TestRun | None = None  # None until the first test starts
         # Every part's per-test state, reset with the new TestRun (event_hooks.register adds the parts).
         self.resets: list[Callable[[TestRun], None]] = [lambda _test: STATS.reset()]
+        self.scenarios: list = []  # begin(test) with every test, report(environment, load_s) in its summary
         self.contended: str | None = None
         self.monitor = None
         self.interrupted = False

@@ -26,6 +26,7 @@ from typing import Any
 import gevent
 
 from ..reporting.format import fmt_metric
+from ..reporting.console import scenario_notes
 from ..reporting.verdict import violation_counts
 
 TAB_KEY = "verdict"
@@ -192,6 +193,8 @@ def verdict_rows(summary: Mapping[str, Any]) -> list[dict[str, str]]:
                          observed=format_value(metric, threshold.get("observed")),
                          result="PASS" if threshold.get("passed") else "FAIL"))
     rows.extend(consistency_rows(summary.get("consistency") or {}))
+    rows.extend(_row("scenario", note.partition(" did not run")[0], "", observed=note.partition(": ")[2],
+                     result="did not run") for note in scenario_notes(summary))
     return rows
 
 
