@@ -149,3 +149,72 @@ def test_run_tests_sh_says_not_ready_and_exits_3_when_the_wait_runs_out(tmp_path
     line = run.stderr.strip().splitlines()[-1]
     assert line.startswith(f"run_tests.sh: target {shop} is not ready (GET /health still answered 503"), line
     assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
+
+
+# Row W4: every inconclusive result says why, in every output ------------------------------------------------
+
+START_FAILURES = {
+    "non_integer_stock": "GET /products returned a non-integer stock",
+    "slow_first_products": "GET /products: no complete answer within 5 s",
+    "target_gone": "GET /products: connection refused: nothing listens there",
+    "redirect": "GET /products answered 302, a redirect to http://127.0.0.1:1/products (another origin): not followed",
+}
+
+
+@pytest.mark.parametrize("cause", sorted(START_FAILURES))
+def test_an_inconclusive_oracle_carries_its_reason_to_the_console_summary_md_junit_and_the_web_tab(tmp_path, cause):
+    import json
+    import xml.etree.ElementTree as ET
+
+    from loadsuite.oracle.checks import check
+    from loadsuite.oracle.records import BuyRecord
+    from loadsuite.reporting import markdown, verdict
+    from loadsuite.webui import tab
+    from tests.test_analyze_results import basic_run
+
+    error = START_FAILURES[cause]
+    result = check(None, None, [BuyRecord(1.0, 1.1, "Laptop", 1, "ok", remaining=9)], [], start_error=error,
+                   final_error=error)
+    consistency = json.loads(json.dumps(result.to_dict()))
+    assert consistency["passed"] is None
+    why = f"start snapshot failed: {error}; final snapshot failed: {error}"
+    assert consistency["reason"] == why
+    summary = {"run_id": "r1", "duration_s": 1.0, "thresholds": [], "consistency": consistency,
+               "verdict": verdict.decide([], consistency, True)}
+    assert f"  why inconclusive: {why}" in verdict.verdict_table(summary).splitlines()
+    skipped = ET.parse(verdict.write_junit(tmp_path, summary)).getroot().find(
+        "testcase[@classname='consistency']/skipped")
+    assert skipped.get("message") == f"inconclusive: {why}"  # it read a key summary.json never had
+    md = markdown.summary_markdown(markdown.load_run(basic_run(tmp_path / "run", summary=summary)), [])
+    from loadsuite.reporting.tables import md_escape
+    assert f"Why inconclusive: {md_escape(why)}" in md
+    row = next(r for r in tab.tab_rows(summary, {}, "stopped") if r["metric"] == "why inconclusive")
+    assert row["observed"] == why and row["result"] == "inconclusive"
+
+
+def test_a_result_without_a_snapshot_problem_names_its_first_undecided_product():
+    from loadsuite.oracle.checks import check
+    from loadsuite.oracle.records import BuyRecord
+
+    buys = [BuyRecord(1.0, 1.1, "Laptop", 1, "failed"), BuyRecord(1.0, 1.1, "Mug", 2, "failed")]
+    result = check({"Laptop": 10, "Mug": 5}, {"Laptop": 9, "Mug": 4}, buys, [])
+    assert result.passed is None
+    assert result.reason() == ("Laptop: the final stock 9 lies within 9..10, what buys and stock updates with unknown "
+                               "outcome or overlapping order allow (and 1 more products undecided)")
+    assert check({"Laptop": 10}, {"Laptop": 10}, [], []).reason() is None  # decided: no reason to give
+
+
+@pytest.mark.e2e
+def test_a_start_snapshot_refused_for_a_non_integer_stock_is_named_by_the_run(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    with running("--string-stock") as shop:
+        run = run_suite("headless", "2", "2", shop, "--config", str(quick_config(tmp_path)),
+                        results_root=tmp_path / "results", timeout=90)
+    assert run.returncode == 1, run.explain()
+    why = run.summary()["consistency"]["reason"]
+    assert why.startswith("start snapshot failed: GET /products returned a non-integer stock"), why
+    assert f"  why inconclusive: {why}" in run.stdout.splitlines()
+    skipped = ET.parse(run.folder / "junit.xml").getroot().find("testcase[@classname='consistency']/skipped")
+    assert skipped.get("message") == f"inconclusive: {why}"
+    assert "Why inconclusive: start snapshot failed" in (run.folder / "summary.md").read_text()

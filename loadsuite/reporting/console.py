@@ -14,7 +14,7 @@ GREEN, RED, YELLOW, BOLD, RESET = "\033[32m", "\033[31m", "\033[33m", "\033[1m",
 RESULT_FILES = ("summary.md", "report.html", "junit.xml", "summary.json")
 ORACLE_WORDS = {"products_checked": "products checked", "inconclusive": "inconclusive",
                 "violations_total": "violations", "dropped_records": "records dropped"}
-SKIP_ORACLE_KEYS = {"enabled", "passed"}
+SKIP_ORACLE_KEYS = {"enabled", "passed", "reason"}
 # What a terminal would act on rather than show: C0 controls (ESC starts a colour or a screen clear), DEL, C1
 # controls (U+009B is a one-character CSI), line and paragraph separators, bidi overrides (they reorder what is
 # shown), and lone surrogates (no terminal encoding can write them).
@@ -65,6 +65,22 @@ def oracle_counts(consistency: Mapping[str, Any]) -> str:
     return ", ".join(parts) or "no counts"
 
 
+def inconclusive_reason(consistency: Mapping[str, Any]) -> str | None:
+    """Why an enabled oracle decided nothing (None when it passed or failed): summary.json's reason, or for a summary
+    written before reasons existed its notes or first undecided product. Every output shows it."""
+    if not consistency.get("enabled") or consistency.get("passed") is not None:
+        return None
+    if consistency.get("reason"):
+        return str(consistency["reason"])
+    notes = [str(note) for note in consistency.get("notes") or [] if not str(note).endswith("not listed")]
+    if notes:
+        return "; ".join(notes)
+    products = [item for item in consistency.get("inconclusive_products") or [] if isinstance(item, Mapping)]
+    if products:
+        return f"{products[0].get('product')}: {products[0].get('reason')}"
+    return "no reason recorded"
+
+
 def scenario_notes(summary: Mapping[str, Any]) -> list[str]:
     """"flash sale did not run: why": each scenario the verdict relies on that was on but did not happen (every
     output names it: the console, summary.md, junit.xml, the web tab)."""
@@ -101,6 +117,9 @@ def verdict_block(summary: Mapping[str, Any], folder: Path | str, colour: bool =
         state = consistency.get("passed")
         word = {True: paint("pass", GREEN), False: paint("FAIL", RED)}.get(state, paint("inconclusive", YELLOW))
         lines.append(f"oracle: {word}: {terminal_safe(oracle_counts(consistency))}")
+        why = inconclusive_reason(consistency)
+        if why:
+            lines.append(f"  why inconclusive: {terminal_safe(why)}")
         by_kind = consistency_counts(consistency)
         if by_kind:
             lines.append(f"  violations by kind: {terminal_safe(by_kind)}")

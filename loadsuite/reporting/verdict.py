@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from . import junit
-from .console import consistency_counts, scenario_notes, verdict_block, violation_counts  # noqa: F401 - re-exported
+from .console import (consistency_counts, inconclusive_reason, scenario_notes, verdict_block,  # noqa: F401
+                      violation_counts)
 from .format import fmt_metric, ordered_percentiles
 
 METRICS = ("error_rate", "p95_ms", "p99_ms", "avg_ms", "min_rps")
@@ -159,7 +160,7 @@ def junit_cases(summary: dict[str, Any]) -> list[junit.Case]:
                                     failure="inventory consistency violated" + (f": {counts}" if counts else "")))
         elif state is None:
             cases.append(junit.Case("consistency", "inventory oracle",
-                                    skipped="inconclusive: " + str(consistency.get("note", "no product could be decided"))))
+                                    skipped=f"inconclusive: {inconclusive_reason(consistency)}"))
         else:
             cases.append(junit.Case("consistency", "inventory oracle"))
     cases += [junit.Case("scenarios", note.partition(" did not run")[0], skipped=note) for note in scenario_notes(summary)]

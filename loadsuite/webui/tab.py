@@ -26,7 +26,7 @@ from typing import Any
 import gevent
 
 from ..reporting.format import fmt_metric
-from ..reporting.console import scenario_notes
+from ..reporting.console import inconclusive_reason, scenario_notes
 from ..reporting.verdict import violation_counts
 
 TAB_KEY = "verdict"
@@ -34,7 +34,7 @@ TAB_TITLE = "Verdict & custom stats"
 COLUMNS = (("section", "Section"), ("metric", "Metric"), ("scope", "Scope / key"), ("limit", "Limit"),
            ("observed", "Observed"), ("result", "Result"))
 MAX_ROWS = 300  # the UI renders slowly with many rows (Locust caps its own tables at 500)
-MAX_TEXT = 160
+MAX_TEXT = 300  # a cell; a reason with a redirect Location fits
 VERDICT_WAIT_S = 20.0
 STOPPED_STATES = frozenset({"stopping", "cleanup", "stopped"})
 STATS_ENDPOINT = "locust.request_stats"
@@ -209,6 +209,9 @@ def consistency_rows(consistency: Mapping[str, Any]) -> list[dict[str, str]]:
     result = {True: "passed", False: "FAILED"}.get(passed, "inconclusive")
     rows = [_row("consistency", "inventory oracle", "all products", limit="0 violations", observed=observed,
                  result=result)]
+    why = inconclusive_reason(consistency)
+    if why:
+        rows.append(_row("consistency", "why inconclusive", "", observed=why, result="inconclusive"))
     units = consistency.get("violation_units") or {}
     for kind, count in violation_counts(consistency).items():
         size = f" ({units[kind]} units)" if units.get(kind) else ""
