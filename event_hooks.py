@@ -65,7 +65,7 @@ def _on_init(run: SuiteRun, environment) -> None:
     # Every part's per-test state starts over in one place: SuiteRun.on_test_start, the first test_start listener.
     run.resets += [lambda _test: openmodel.reset(environment), lambda _test: oracle.reset(environment),
                    lambda _test: final_reports.reset(environment)]
-    tab.install(environment, run.current_summary, STATS.snapshot)
+    tab.install(environment, run.current_summary, STATS.snapshot, pending=run.verdict_pending)
     run.monitor = monitoring.install(environment, config.monitoring.influxdb, influxdb_token(), run.run_id,
                                  custom_stats=STATS.snapshot)
     if run.monitor is not None:
