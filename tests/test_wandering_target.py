@@ -218,3 +218,92 @@ def test_a_start_snapshot_refused_for_a_non_integer_stock_is_named_by_the_run(tm
     skipped = ET.parse(run.folder / "junit.xml").getroot().find("testcase[@classname='consistency']/skipped")
     assert skipped.get("message") == f"inconclusive: {why}"
     assert "Why inconclusive: start snapshot failed" in (run.folder / "summary.md").read_text()
+
+
+# Row W3: answers checked against what the same target said before ---------------------------------------------
+
+def _product(name, category="Books", price=10.0, stock=5, description="d"):
+    return {"name": name, "description": description, "price": price, "stock": stock, "category": category}
+
+
+def test_a_listing_must_hold_what_the_target_listed_before_unchanged_but_for_stock():
+    from loadsuite.contract.checks import CheckFailed, check_catalogue, check_same_product
+
+    known = {"A": _product("A"), "B": _product("B")}
+    check_catalogue([_product("B", stock=0), _product("C"), _product("A", stock=99)], known)  # order, stock, extras
+    check_catalogue([], {})  # nothing known yet: nothing to hold
+    for answer, reason in (([], "saw none"), ([_product("A")], "saw some missing"),
+                           ([_product("A"), _product("B", price=11.0)], "as listed before, saw others"),
+                           ([_product("A"), _product("B", category="Apparel")], "as listed before, saw others")):
+        with pytest.raises(CheckFailed) as failed:
+            check_catalogue(answer, known)
+        assert failed.value.check == "catalogue" and failed.value.reason.endswith(reason)
+    check_same_product(_product("A", stock=0), known["A"])
+    check_same_product(_product("A"), None)
+    with pytest.raises(CheckFailed, match="the product list showed"):
+        check_same_product(_product("A", description="another"), known["A"])
+
+
+OPS = st.lists(st.one_of(
+    st.tuples(st.just("refresh"), st.lists(st.tuples(st.sampled_from("abcdef"), st.sampled_from(["X", "Y", "Z"])),
+                                           max_size=6)),
+    st.tuples(st.just("merge"), st.lists(st.tuples(st.sampled_from("abcdef"), st.sampled_from(["X", "Y"])),
+                                         max_size=3)),
+    st.tuples(st.just("discard"), st.sampled_from("abcdef")),
+    st.tuples(st.just("clear"), st.none())), max_size=25)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=OPS, limit=st.integers(1, 8))
+def test_the_cache_knows_each_category_exactly_as_it_holds_it(ops, limit):
+    from shared_data import ProductCache
+
+    cache = ProductCache(limit)
+    for op, arg in ops:
+        if op == "refresh":
+            cache.refresh_all([_product(name, category) for name, category in dict(arg).items()])
+        elif op == "merge":
+            cache.merge([_product(name, category) for name, category in dict(arg).items()])
+        elif op == "discard":
+            cache.discard(arg)
+        else:
+            cache.clear()
+        everything = cache.known()
+        assert len(everything) == len(cache) <= limit
+        for category in ("X", "Y", "Z"):
+            assert cache.known(category) == {n: p for n, p in everything.items() if p["category"] == category}
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("lie, request_name, reason", [
+    ("--empty-categories", "Get_Products_By_Category_Books", "catalogue: expected the products listed here before, "
+                                                             "saw none"),
+    ("--details-price-off", "Get_Product_Details", "catalogue: expected the description, price and category the "
+                                                   "product list showed, saw others"),
+])
+def test_a_target_contradicting_its_own_catalogue_fails_the_run(tmp_path, lie, request_name, reason):
+    with running(lie) as shop:
+        run = run_suite("headless", "3", "4", shop, "--config", str(quick_config(tmp_path)), "--no-analysis",
+                        "--", "BrowserUser", results_root=tmp_path / "results", timeout=90)
+    assert run.returncode == 1, run.explain()
+    failures = {(row["Name"], row["Error"]) for row in run.failures()}
+    assert (request_name, f"CatchResponseError('{reason}')") in failures, failures
+    assert run.summary()["custom_stats"]["validation_failures"].get("catalogue", 0) > 0
+
+
+@pytest.mark.e2e
+def test_the_cross_checks_never_flag_the_real_services_own_behaviour(tmp_path, service_factory):
+    """`--profile go`: lists in random order, torn reads answering 500, lost updates, stock changing under every
+    read while the flash sale's buyers buy: none of that is a catalogue failure."""
+    service = service_factory("--profile", "go")
+    config = quick_config(tmp_path, flash_sale={"start_seconds": 1, "duration_seconds": 4})
+    run = run_suite("headless", "10", "6", service.url, "--config", str(config), "--no-analysis",
+                    results_root=tmp_path / "results", timeout=120)
+    assert TRACEBACK not in run.stdout + run.stderr
+    summary = run.summary()
+    requests = {row["name"]: row["requests"] for row in summary["endpoints"]}
+    assert requests.get("Get_All_Products", 0) > 20 and requests.get("Get_Product_Details", 0) > 20, requests
+    assert sum(n for name, n in requests.items() if name.startswith("Get_Products_By_Category_")) > 20, requests
+    assert summary["custom_stats"]["purchases"] > 50  # stock changed under the reads all along
+    assert "catalogue" not in summary["custom_stats"]["validation_failures"], summary["custom_stats"]
+    assert not [row for row in run.failures() if "catalogue" in row["Error"]]
