@@ -269,3 +269,38 @@ def test_the_web_tab_hands_text_to_the_ui_as_json_strings(text):
 
 def test_consistency_counts_are_ours_not_data():
     assert consistency_counts({"violation_counts": {"lost_update": 2}}) == "lost_update x2"
+
+
+# The whole suite against a target whose product names are hostile ------------------------------------------
+
+@pytest.mark.e2e
+def test_a_run_against_hostile_product_names_writes_every_output_escaped(tmp_path):
+    """tests/lying_shop.py serves names with ESC sequences, C0/C1 controls, bidi overrides, HTML and a spreadsheet
+    formula, and loses every buy (so the names reach the oracle's evidence); NO_COLOR=1, no terminal."""
+    from lying_shop import HOSTILE, running
+    from suite_runs import run_suite, write_config
+
+    config = write_config(tmp_path, {"wait_time": {"min_seconds": 0.05, "max_seconds": 0.2},
+                                     "flash_sale": {"start_seconds": 1, "duration_seconds": 2}})
+    with running("--hostile-names", "--lose-every-buy") as shop:
+        run = run_suite("headless", "4", "4", shop, "--config", str(config), results_root=tmp_path / "results",
+                        timeout=120, env={"NO_COLOR": "1"})
+    assert run.returncode == 1, run.explain()
+    assert "Traceback" not in run.stdout + run.stderr
+    assert not ACTED_ON.search(run.stdout) and not ACTED_ON.search(run.stderr)  # newlines are ours
+    assert terminal_safe(HOSTILE[0]) in run.stdout  # the best-seller's name, written out, in the evidence
+    folder = run.folder
+    summary = _strict((folder / "summary.json").read_bytes().decode("utf-8"))
+    named = {v["product"] for v in summary["consistency"]["violations"]}
+    assert named & set(HOSTILE), named  # the hostile names did reach the outputs
+    junit_root = ET.parse(folder / "junit.xml").getroot()  # well-formed
+    assert junit_root.find("testcase[@classname='consistency']/failure") is not None
+    md = (folder / "summary.md").read_text(encoding="utf-8")
+    parser = _Cells()
+    parser.feed(MarkdownIt("commonmark").enable("table").render(md))
+    assert not {"svg", "script", "b", "a"} & set(parser.tags), parser.tags
+    assert any(_written_out(HOSTILE[0]) in cell for cell in parser.cells)
+    with open(folder / "custom_report.csv", newline="", encoding="utf-8") as handle:
+        assert not [row for row in csv.reader(handle) if any(cell.startswith(("=", "+", "@")) for cell in row)]
+    page = (folder / "report.html").read_text(encoding="utf-8")
+    assert "<svg onload" not in page and "\x1b" not in page
