@@ -6,7 +6,7 @@ threads, no gevent. Without options it is an honest (unlocked, single-process) s
 categories. Each option is one lie:
 
   --hostile-names        product names with terminal escapes, C0/C1 controls, bidi overrides, HTML, Markdown and
-                         spreadsheet formulas (the first by sort order, the flash sale's product, starts with ESC)
+                         spreadsheet formulas (the first by sort order, the flash sale's product, has them all)
   --lose-every-buy       a buy succeeds and reports remainingStock, but the stock never changes (every second buy
                          of a product is a lost update the oracle must name)
   --redirect PATH=URL    GET PATH answers 302 with Location URL (e.g. /products=http://127.0.0.1:OTHER/products)
@@ -34,7 +34,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 CATEGORIES = ("Books", "Electronics", "Apparel", "Kitchenware", "Furniture")
-HOSTILE = ("\x1b[2J\x1b[31mRed Alert", "</script><svg onload=alert(1)>", "Ctrl\x01\x02\x03\x04\x05\x06\x07\x08 Tool",
+# The first by sort order (the flash sale's best-seller, so certainly in the evidence) carries every kind of harm.
+HOSTILE = ("\x01\x1b[2J\x1b[31m</script><svg onload=alert(1)> Red Alert", "</script><svg onload=alert(1)>", "Ctrl\x01\x02\x03\x04\x05\x06\x07\x08 Tool",
            "=cmd|' /C calc'!A0", "Bidi \u202egnp.exe", "C1 \x9b2J \x85 Lamp", "| Pipe [x](javascript:alert(1)) *bold*",
            "&amp; <b>bold</b>")
 
