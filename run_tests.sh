@@ -159,6 +159,7 @@ elif [ -z "$HOST" ]; then
 fi
 
 # --- Locust ----------------------------------------------------------------------------------------
+[ "$MODE" != "worker" ] && for note in "${RUN_NOTES[@]}"; do echo "$note" >&2; done   # e.g. a sale too late to open
 REPORTS=(--csv "$RESULTS/stats" --csv-full-history --html "$RESULTS/report.html" --results-dir "$RESULTS")
 RATE="${SPAWN_RATE:-$(( USERS > 10 ? USERS / 5 : 2 ))}"
 LOAD=(-u "$USERS" -r "$RATE" -t "${DURATION}s")

@@ -65,6 +65,7 @@ class Plan:
     ready_s: float = 10.0  # service.ready_timeout_seconds: how long the health check asks again
     locust_extra: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    run_notes: list[str] = field(default_factory=list)  # said only once traffic is about to start (not for exit 3/4)
 
     def shell(self) -> str:
         """Assignments for run_tests.sh to eval (every value quoted)."""
@@ -73,7 +74,8 @@ class Plan:
                  f"WORKERS={self.workers}", f"HOST={q(self.host)}", f"MASTER_HOST={q(self.master_host)}",
                  f"SPAWN_RATE={q(self.spawn_rate)}", f"ANALYSIS={1 if self.analysis else 0}",
                  f"SHAPE_ACTIVE={1 if self.shape_active else 0}", f"READY_S={self.ready_s:g}",
-                 "LOCUST_EXTRA=(" + " ".join(q(arg) for arg in self.locust_extra) + ")"]
+                 "LOCUST_EXTRA=(" + " ".join(q(arg) for arg in self.locust_extra) + ")",
+                 "RUN_NOTES=(" + " ".join(q("run_tests.sh: " + note) for note in self.run_notes) + ")"]
         if self.shape:
             lines.append(f"export LOAD_SHAPE={q(self.shape)}")
         if self.client:
@@ -229,7 +231,7 @@ def _check_config(result: Plan, env: dict[str, str]) -> None:
     if result.mode in ("headless", "distributed", "master"):  # the run's planned length is known: can the sale open?
         planned = profile_for(config.load_shape).total_duration if shape else result.duration_s
         if (why := config.flash_sale.cannot_open_within(planned)) is not None:
-            result.notes.append(f"note: {why}")
+            result.run_notes.append(f"note: {why}")
     if shape and result.mode in ("headless", "distributed", "master"):
         result.notes.append(f"the {shape} shape decides users and duration (USERS/DURATION_S are not used): "
                             f"see docs/load_shapes.md")
