@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="SQLite file (default $XDG_CACHE_HOME/product-service/products.db, ~/.cache/..., "
                              "or .data/products.db); a new file is seeded from the catalogue")
     parser.add_argument("--catalog", type=Path, default=DEFAULT_CATALOG,
-                        help="JSON list of products used to seed the database (default: the shipped catalogue)")
+                        help="products to seed the database with: a JSON list, or the real Go service's data file "
+                             "(an object keyed by product name) as it is (default: the shipped catalogue)")
     parser.add_argument("--reset", action="store_true", help="reseed the database from the catalogue")
     parser.add_argument("--latency-ms", type=lambda t: _checked(parse_latency, t), default=None, metavar="MIN:MAX",
                         help="uniform random delay per request, e.g. 20:80 or 50 (default: from "

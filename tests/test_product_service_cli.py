@@ -124,7 +124,8 @@ def test_bad_flag_exits_2_with_one_line(tmp_path, args, needle):
 
 @pytest.mark.parametrize("content, needle", [
     (None, "cannot read catalogue"), ("{not json", "not valid JSON"), ("[]", "non-empty JSON list"),
-    ('{"products": []}', "non-empty JSON list"), ('[{"name": "A", "price": 1, "stock": -1, "category": "X"}]', "'stock'"),
+    ('{"products": []}', "product 'products' is not a JSON object"),
+    ('[{"name": "A", "price": 1, "stock": -1, "category": "X"}]', "'stock'"),
     ('[{"name": "A", "price": 1, "stock": true, "category": "X"}]', "'stock'"),
     ('[{"name": "", "price": 1, "stock": 1, "category": "X"}]', "'name'"),
     ('[{"name": "A", "price": "1", "stock": 1, "category": "X"}]', "'price'"),
