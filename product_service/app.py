@@ -17,6 +17,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_request import BaseRequest
 
 from . import payloads
+from .access_log import SPAN_KEY, AccessLog, Sink
 from .catalog import Product
 from .faults import Faults, RacyWrites
 from .hardening import BodyTimeout, Guard, GuardedServer, Limits, raw_response
@@ -25,6 +26,7 @@ from .responses import (CORS_ORIGIN, DATABASE_ERROR_BODY, EMPTY_LIST_BODY, HEALT
                         TOO_MANY_CONNECTIONS, UNKNOWN_ERROR, VALIDATION_ERROR, ApiError, error_body, insufficient_stock,
                         json_response, product_not_found, success_body)
 from .store import InsufficientStock, ProductNotFound, Store
+from .tracecontext import incoming, server_span
 
 MAX_BODY = 65536
 MAX_CATEGORY = 256
@@ -251,8 +253,13 @@ def envelope_for_status(status: int, message: str) -> bytes:
     return error_body(VALIDATION_ERROR if status < 500 else UNKNOWN_ERROR, message)
 
 
-def make_server(service: ProductService | Any, *, access_log: bool, limits: Limits) -> GuardedServer:
-    """aiohttp's low-level server around the service, with the service's body limit and the hostile-client guard."""
+def make_server(service: ProductService | Any, *, access_log: Sink | None, limits: Limits,
+                trace_response: str | None = None) -> GuardedServer:
+    """aiohttp's low-level server around the service: its body limit, the hostile-client guard, and the outer layers.
+
+    Outside the service: the server span (`trace_response` names the header that sends it back, else none
+    is made).
+    """
     loop = asyncio.get_running_loop()
     max_body = service.max_body
 
@@ -262,10 +269,16 @@ def make_server(service: ProductService | Any, *, access_log: bool, limits: Limi
 
     async def handle(request: BaseRequest) -> web.StreamResponse:
         try:
-            return await service.handle(request)
+            if trace_response is not None:
+                span = request[SPAN_KEY] = server_span(incoming(request.headers))
+            response = await service.handle(request)
+            if trace_response is not None:
+                response.headers[trace_response] = span.header_value()
+            return response
         finally:
             request.protocol.request_finished()  # type: ignore[attr-defined]
 
     guard = Guard(limits, service.error_response, service.refusal)
-    kwargs: dict[str, object] = {} if access_log else {"access_log": None}
+    kwargs: dict[str, object] = {"access_log": None} if access_log is None else \
+        {"access_log": access_log, "access_log_class": AccessLog, "access_log_format": ""}
     return GuardedServer(handle, guard=guard, request_factory=request_factory, **kwargs)

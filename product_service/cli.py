@@ -18,6 +18,7 @@ from .catalog import DEFAULT_CATALOG, CatalogError, load_catalog
 from .faults import Faults, parse_error_rate, parse_latency
 from .hardening import ACCEPT_BURST, BODY_TIMEOUT_S, FD_MARGIN, HEADER_TIMEOUT_S, Limits
 from .store import StoreError, Store
+from .tracecontext import RESPONSE_HEADERS
 
 PROG = "product_service"
 DEFAULT_PORT = 8082
@@ -42,6 +43,7 @@ class Settings:
     access_log: bool
     profile: str = "contract"
     limits: Limits = Limits()
+    trace_response: str | None = None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -152,7 +154,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-connections", type=_connections, default=None, metavar="N",
                         help=f"open connections at most (default: the open-file limit minus {FD_MARGIN}); at the cap "
                              "a new connection replaces the oldest one still waiting for a request, else gets 503")
-    parser.add_argument("--access-log", action="store_true", help="log every request to stderr (slower)")
+    parser.add_argument("--access-log", action="store_true",
+                        help='one line per answered request on stderr: access ts=UNIX_S request="METHOD PATH HTTP/1.1" '
+                             "status=N duration_ms=MS queue_ms=MS|- trace_id=32HEX|- parent_id=16HEX|- span_id=16HEX|- "
+                             "(trace_id and parent_id from a valid W3C traceparent; format in "
+                             "product_service/access_log.py)")
+    parser.add_argument("--trace-response", choices=RESPONSE_HEADERS, default=None,
+                        help="send the service's server span back in this header, 00-TRACE_ID-SPAN_ID-FLAGS: "
+                             "traceparent as otelfiber since v1.2 does, or traceresponse (W3C Trace Context Level 2 "
+                             "draft); the trace is the request's valid traceparent's, else a new one (default: none)")
     return parser
 
 
@@ -184,7 +194,8 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
     return Settings(host=args.host, port=port, db=args.db or default_db_path(environ), catalog=args.catalog,
                     reset=args.reset, faults=Faults(latency, args.error_rate, args.unsafe_buy),
                     access_log=args.access_log, profile=profile,
-                    limits=Limits(args.header_timeout, args.body_timeout, args.max_connections))
+                    limits=Limits(args.header_timeout, args.body_timeout, args.max_connections),
+                    trace_response=args.trace_response)
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -217,6 +228,7 @@ async def serve(settings: Settings) -> int:
     """Open the store, listen, print the banner, and run until SIGTERM or SIGINT."""
     from aiohttp import web  # imported here so that a bad flag is reported without waiting for aiohttp
 
+    from .access_log import Sink
     from .app import ProductService, make_server
     from .go_profile import GoProductService
     from .hardening import AcceptErrors
@@ -232,7 +244,8 @@ async def serve(settings: Settings) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     service = (GoProductService if settings.profile == "go" else ProductService)(store, settings.faults)
-    server = make_server(service, access_log=settings.access_log, limits=settings.limits)
+    sink = Sink(spans=settings.trace_response is not None) if settings.access_log else None
+    server = make_server(service, access_log=sink, limits=settings.limits, trace_response=settings.trace_response)
     runner = web.ServerRunner(server, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     server.guard.start(loop)
     try:
@@ -252,6 +265,8 @@ async def serve(settings: Settings) -> int:
     finally:
         server.guard.stop()
         await runner.cleanup()  # stops listening, lets in-flight requests finish, then closes connections
+        if sink is not None:
+            sink.flush()
         store.close()
         accept_errors.report()
     return 0
@@ -260,10 +275,7 @@ async def serve(settings: Settings) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = parse_settings(sys.argv[1:] if argv is None else argv, os.environ)
-        if settings.access_log:
-            logging.basicConfig(level=logging.INFO, format="%(message)s")
-        else:
-            logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(levelname)s %(message)s")
+        logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(levelname)s %(message)s")
         return asyncio.run(serve(settings))
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr, flush=True)
