@@ -17,7 +17,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_request import BaseRequest
 
 from . import payloads
-from .access_log import SPAN_KEY, AccessLog, Sink
+from .access_log import QUEUE_KEY, SPAN_KEY, AccessLog, Sink
+from .capacity import Capacity, Handlers
 from .catalog import Product
 from .faults import Faults, RacyWrites
 from .hardening import BodyTimeout, Guard, GuardedServer, Limits, raw_response
@@ -125,6 +126,10 @@ class ProductService:
 
     def error_response(self, status: int, message: str) -> web.Response:
         return json_response(envelope_for_status(status, message), status)
+
+    def is_health(self, path: str) -> bool:
+        """The readiness probe's path: never delayed, failed or queued."""
+        return path == "/health"
 
     async def health(self, request: BaseRequest) -> web.Response:
         return json_response(HEALTH_BODY)
@@ -254,24 +259,38 @@ def envelope_for_status(status: int, message: str) -> bytes:
 
 
 def make_server(service: ProductService | Any, *, access_log: Sink | None, limits: Limits,
-                trace_response: str | None = None) -> GuardedServer:
+                capacity: Capacity | None = None, trace_response: str | None = None) -> GuardedServer:
     """aiohttp's low-level server around the service: its body limit, the hostile-client guard, and the outer layers.
 
-    Outside the service: the server span (`trace_response` names the header that sends it back, else none
-    is made).
+    Outside the service, in this order: the server span (`trace_response` names the header that sends it
+    back, else none is made), then capacity mode's queue and handler time (all but /health).
     """
     loop = asyncio.get_running_loop()
     max_body = service.max_body
+    handlers = Handlers(capacity) if capacity is not None else None
 
     def request_factory(message, payload, protocol, writer, task) -> BaseRequest:  # type: ignore[no-untyped-def]
         protocol.request_started(payload)
         return BaseRequest(message, payload, protocol, writer, task, loop, client_max_size=max_body)
 
+    async def queued(request: BaseRequest, handlers: Handlers) -> web.StreamResponse:
+        now = loop.time()
+        turn = handlers.admit(now)
+        if turn is None:
+            return service.error_response(503, handlers.refusal)
+        start, end = turn
+        request[QUEUE_KEY] = start - now
+        await asyncio.sleep(end - loop.time())
+        return await service.handle(request)
+
     async def handle(request: BaseRequest) -> web.StreamResponse:
         try:
             if trace_response is not None:
                 span = request[SPAN_KEY] = server_span(incoming(request.headers))
-            response = await service.handle(request)
+            if handlers is not None and not service.is_health(request.path):
+                response = await queued(request, handlers)
+            else:
+                response = await service.handle(request)
             if trace_response is not None:
                 response.headers[trace_response] = span.header_value()
             return response

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
+from .capacity import MAX_HONEST_RPS, Capacity, parse_handlers, parse_queue_limit, parse_service_ms
 from .catalog import DEFAULT_CATALOG, CatalogError, load_catalog
 from .faults import Faults, parse_error_rate, parse_latency
 from .hardening import ACCEPT_BURST, BODY_TIMEOUT_S, FD_MARGIN, HEADER_TIMEOUT_S, Limits
@@ -26,6 +27,7 @@ SHUTDOWN_TIMEOUT_S = 10.0
 LISTEN_BACKLOG = 1024
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off", ""}
 PROFILES = ("contract", "go")
+log = logging.getLogger("product_service")
 
 
 class UsageError(Exception):
@@ -43,6 +45,7 @@ class Settings:
     access_log: bool
     profile: str = "contract"
     limits: Limits = Limits()
+    capacity: Capacity | None = None
     trace_response: str | None = None
 
 
@@ -163,7 +166,33 @@ def build_parser() -> argparse.ArgumentParser:
                         help="send the service's server span back in this header, 00-TRACE_ID-SPAN_ID-FLAGS: "
                              "traceparent as otelfiber since v1.2 does, or traceresponse (W3C Trace Context Level 2 "
                              "draft); the trace is the request's valid traceparent's, else a new one (default: none)")
+    capacity = parser.add_argument_group(
+        "capacity mode", f"a known capacity of N*1000/MS requests/s: every request except those to /health "
+        f"(which bypass the queue, so readiness checks never wait) waits first come, first served for one of "
+        f"N handlers and holds it for exactly MS milliseconds, then is handled as usual (--latency-ms, "
+        f"--error-rate, --unsafe-buy and --profile go add their delays and faults after that, without holding the "
+        f"handler). The capacity is printed at start. Honest up to about {MAX_HONEST_RPS:.0f} requests/s on one core "
+        f"of a 2-core machine; above it the service's own CPU is the limit")
+    capacity.add_argument("--handlers", type=lambda t: _checked(parse_handlers, t), default=None, metavar="N",
+                          help="concurrent handlers (needs --service-time-ms)")
+    capacity.add_argument("--service-time-ms", type=lambda t: _checked(parse_service_ms, t), default=None,
+                          metavar="MS", help="the fixed time each request holds a handler (needs --handlers)")
+    capacity.add_argument("--queue-limit", type=lambda t: _checked(parse_queue_limit, t), default=None, metavar="Q",
+                          help="requests waiting for a handler at most Q; the next is answered 503 UNKNOWN_ERROR at "
+                               "once (default: no bound but --max-connections, one request per connection)")
     return parser
+
+
+def _capacity(args: argparse.Namespace) -> Capacity | None:
+    if args.handlers is None and args.service_time_ms is None:
+        if args.queue_limit is not None:
+            raise UsageError("--queue-limit needs capacity mode: add --handlers N --service-time-ms MS")
+        return None
+    if args.handlers is None or args.service_time_ms is None:
+        given, missing = ("--handlers", "--service-time-ms") if args.service_time_ms is None \
+            else ("--service-time-ms", "--handlers")
+        raise UsageError(f"{given} needs {missing} too: e.g. --handlers 4 --service-time-ms 20 for 200 requests/s")
+    return Capacity(args.handlers, args.service_time_ms, args.queue_limit)
 
 
 def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
@@ -195,7 +224,7 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
                     reset=args.reset, faults=Faults(latency, args.error_rate, args.unsafe_buy),
                     access_log=args.access_log, profile=profile,
                     limits=Limits(args.header_timeout, args.body_timeout, args.max_connections),
-                    trace_response=args.trace_response)
+                    capacity=_capacity(args), trace_response=args.trace_response)
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -244,8 +273,10 @@ async def serve(settings: Settings) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     service = (GoProductService if settings.profile == "go" else ProductService)(store, settings.faults)
-    sink = Sink(spans=settings.trace_response is not None) if settings.access_log else None
-    server = make_server(service, access_log=sink, limits=settings.limits, trace_response=settings.trace_response)
+    sink = Sink(spans=settings.trace_response is not None, queue=settings.capacity is not None) \
+        if settings.access_log else None
+    server = make_server(service, access_log=sink, limits=settings.limits, capacity=settings.capacity,
+                         trace_response=settings.trace_response)
     runner = web.ServerRunner(server, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     server.guard.start(loop)
     try:
@@ -261,6 +292,12 @@ async def serve(settings: Settings) -> int:
         port = runner.addresses[0][1]
         host = f"[{settings.host}]" if ":" in settings.host else settings.host
         print(f"listening on http://{host}:{port}", flush=True)
+        if settings.capacity is not None:
+            print(settings.capacity.banner(), flush=True)
+            if settings.capacity.requests_per_s > MAX_HONEST_RPS:
+                log.warning("a capacity of %.0f requests/s is above the about %.0f this mode emulates honestly on "
+                            "one core: the service's own CPU will be the limit", settings.capacity.requests_per_s,
+                            MAX_HONEST_RPS)
         await stopping.wait()
     finally:
         server.guard.stop()
