@@ -7,14 +7,19 @@ access log (`queue_ms`) instead of a stopwatch.
 """
 from __future__ import annotations
 
+import asyncio
 import math
+import subprocess
 import threading
 import time
 
 import pytest
+from conftest import PYTHON, ROOT
 from test_product_service_cli import fails_to_start
 from test_product_service_hardening import Service, start  # noqa: F401 (start is a fixture)
 from test_product_service_tracing import CATALOG, PRODUCT, Answer, access_records, request
+
+from product_service.rate_probe import measure
 
 EPSILON_S = 0.001  # clock reading granularity between the test and the service; far below any T used here
 
@@ -180,3 +185,30 @@ def test_the_other_faults_apply_after_the_handler_time(start, flags, status):
 ])
 def test_a_bad_capacity_flag_exits_2_with_one_line(tmp_path, args, needle):
     assert needle in fails_to_start("--port", "0", "--db", str(tmp_path / "p.db"), *args)
+
+
+# --- measured from outside with a constant rate (product_service.rate_probe) ------------------------------------
+
+@pytest.mark.e2e
+def test_offered_twice_its_capacity_the_service_answers_no_faster_than_its_capacity(start):
+    service = start("--handlers", "1", "--service-time-ms", "20")  # 50 requests/s
+    report = asyncio.run(measure(f"http://127.0.0.1:{service.port}", rate=100, seconds=2.5, warmup=0.5))
+    assert report.offered_rps == 100.0 and report.skipped == 0
+    assert set(report.statuses) == {"200"}
+    # In 2 s one handler of 20 ms starts at most 100 requests, and one more may be under way.
+    assert report.answered_rps <= (2.0 / 0.020 + 1) / 2.0
+    assert report.p50_ms >= 20.0 and report.p99_ms >= report.p95_ms >= report.p50_ms
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--warmup", "2"], "--warmup 2: expected 0 <= WARMUP < --seconds (2)"), (["--rate", "0"], "--rate: '0'"),
+    (["--connections", "0"], "--connections: '0'"), (["--url", "127.0.0.1:9"], "--url '127.0.0.1:9'"),
+    (["--path", "products"], "--path 'products'"),
+])
+def test_the_rate_probe_refuses_bad_arguments_with_one_line(args, needle):
+    command = {"--url": "http://127.0.0.1:9", "--rate": "5", "--seconds": "2"}
+    command.update(zip(args[::2], args[1::2]))
+    result = subprocess.run([PYTHON, "-m", "product_service.rate_probe", *(x for kv in command.items() for x in kv)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and result.stdout == "", result
+    assert result.stderr.count("\n") == 1 and needle in result.stderr and "Traceback" not in result.stderr
