@@ -3,15 +3,10 @@
     access ts=1764755702.123456 request="POST /products/buy HTTP/1.1" status=404 duration_ms=1.234 \
 queue_ms=- trace_id=4bf92f3577b34da6a3ce929d0e0e4736 parent_id=00f067aa0ba902b7 span_id=-
 
-(one line; the fields always come in this order). `ts` is the Unix time the answer was written;
-`request` is the method, the path as received (percent-encoded, without the query string, cut at
-256 characters with a trailing `...`) and the protocol; `duration_ms` runs from the parsed request
-head to the written answer, queueing included; `queue_ms` is the wait for a handler in capacity
-mode (`-` when the request did not queue: no capacity mode, `/health`, or refused); `trace_id` and
-`parent_id` come from the request's valid `traceparent` (`-` without one); `span_id` is the
-service's own span when `--trace-response` sends it back (then `trace_id` is that span's trace,
-new when the request brought none), else `-`. Nothing is formatted when the log is off (aiohttp
-gets no logger at all); lines are written in one batch per event-loop pass.
+(one line; the fields always in this order; each is described in docs/product_service_api_spec.md,
+"The access log and trace context"). `LINE` below and the f-string in `AccessLog.log` are the
+format's one home. Nothing is formatted when the log is off (aiohttp gets no logger at all); lines
+are written in one batch per event-loop pass.
 """
 from __future__ import annotations
 
