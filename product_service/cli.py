@@ -171,8 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
         f"(which bypass the queue, so readiness checks never wait) waits first come, first served for one of "
         f"N handlers and holds it for exactly MS milliseconds, then is handled as usual (--latency-ms, "
         f"--error-rate, --unsafe-buy and --profile go add their delays and faults after that, without holding the "
-        f"handler). The capacity is printed at start. Honest up to about {MAX_HONEST_RPS:.0f} requests/s on one core "
-        f"of a 2-core machine; above it the service's own CPU is the limit")
+        f"handler). The capacity is printed at start. Honest up to about {MAX_HONEST_RPS:.0f} requests/s (verified "
+        f"on a 2-core machine shared with the load generator); above that the CPU, not the handlers, may set the limit")
     capacity.add_argument("--handlers", type=lambda t: _checked(parse_handlers, t), default=None, metavar="N",
                           help="concurrent handlers (needs --service-time-ms)")
     capacity.add_argument("--service-time-ms", type=lambda t: _checked(parse_service_ms, t), default=None,
@@ -295,9 +295,9 @@ async def serve(settings: Settings) -> int:
         if settings.capacity is not None:
             print(settings.capacity.banner(), flush=True)
             if settings.capacity.requests_per_s > MAX_HONEST_RPS:
-                log.warning("a capacity of %.0f requests/s is above the about %.0f this mode emulates honestly on "
-                            "one core: the service's own CPU will be the limit", settings.capacity.requests_per_s,
-                            MAX_HONEST_RPS)
+                log.warning("a capacity of %.0f requests/s is above the about %.0f this mode was verified to "
+                            "emulate honestly: the CPU, not the handlers, may set the limit",
+                            settings.capacity.requests_per_s, MAX_HONEST_RPS)
         await stopping.wait()
     finally:
         server.guard.stop()
