@@ -143,3 +143,20 @@ def test_the_web_ui_on_a_terminal_quits_on_ctrl_c_without_a_verdict_when_no_test
     assert done.group(1) == "0" and "no test was started in the web UI" in shown
     assert "verdict:" not in shown
     assert not (tmp_path / "results" / "latest" / "summary.json").exists()
+
+
+@pytest.mark.e2e
+def test_master_and_worker_each_on_its_own_terminal_finish_and_exit_0(tmp_path):
+    from conftest import free_port
+    env = suite_env(tmp_path / "results", {"MASTER_PORT": str(free_port())})
+    master, worker = Terminal(env), Terminal(env)
+    try:
+        start = len(master.output)
+        master.type("./run_tests.sh master 2 5; echo DONE=$?\n")
+        master.expect(r"master on", 40, start)
+        code, shown = worker.run("./run_tests.sh worker 127.0.0.1", timeout=90)
+        done = master.expect(r"DONE=(\d+)", 60, start)
+        assert (done.group(1), code) == ("0", 0), master.output[start:][-3000:] + shown[-2000:]
+        assert _summary(tmp_path)["totals"]["requests"] > 0
+    finally:
+        assert not master.close() and not worker.close()
