@@ -15,11 +15,14 @@ from loadsuite.config import ConfigError, load_config
 
 
 def main(argv: list[str]) -> int:
+    notes: list[str] = []
     try:
-        config = load_config(argv[0] if argv else None)
+        config = load_config(argv[0] if argv else None, notes=notes)
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         return 2
+    for note in notes:
+        print(f"config note: {note}", file=sys.stderr)
     print(f"config ok: target {config.service.base_url}, shape {config.load_shape.name or 'none'}")
     return 0
 

@@ -25,13 +25,16 @@ from loadsuite.runtime.run import SuiteRun, normalise_host, refuse_bad_locust_ar
 from loadsuite.webui import tab
 
 
-def register(events, config: SuiteConfig, scenarios=()) -> SuiteRun:
+def register(events, config: SuiteConfig, scenarios=(), resets=()) -> SuiteRun:
     """Attach the suite's listeners to Locust's events (once per process); returns the run they share.
-    `scenarios` (the flash sale) begin with every test: their begin(test) runs with the other parts' resets."""
+    `scenarios` (the flash sale) begin with every test: their begin(test) runs with the other parts' resets, as
+    does each of `resets` (the locustfile's product cache)."""
     events.init_command_line_parser.add_listener(_add_arguments)
     refuse_bad_locust_arguments(config)  # `locust -f locustfile.py ...` is as strict as run_tests.sh
     run = SuiteRun(config)
+    run.scenarios = list(scenarios)
     run.resets += [scenario.begin for scenario in scenarios]
+    run.resets += [lambda _test, reset=reset: reset() for reset in resets]
     finish = partial(end_of_run.finish, run)
     end_of_run.guard_locust_csv_writer()
     events.init.add_listener(lambda environment, **_kw: _on_init(run, environment))
@@ -64,7 +67,7 @@ def _on_init(run: SuiteRun, environment) -> None:
     # Every part's per-test state starts over in one place: SuiteRun.on_test_start, the first test_start listener.
     run.resets += [lambda _test: openmodel.reset(environment), lambda _test: oracle.reset(environment),
                    lambda _test: final_reports.reset(environment)]
-    tab.install(environment, run.current_summary, STATS.snapshot)
+    tab.install(environment, run.current_summary, STATS.snapshot, pending=run.verdict_pending)
     run.monitor = monitoring.install(environment, config.monitoring.influxdb, influxdb_token(), run.run_id,
                                  custom_stats=STATS.snapshot)
     if run.monitor is not None:

@@ -27,7 +27,7 @@ from loadsuite import catalogue
 from loadsuite.openmodel import executor_for
 from loadsuite.oracle import recorder, stock_update_outcome
 from loadsuite.transport.bodies import bound_fast_session, bound_requests_session, with_timeout
-from loadsuite.scenarios.flash_sale import FlashSale, ShopTaskSet
+from loadsuite.scenarios.flash_sale import RESTOCK_REQUEST, FlashSale, ShopTaskSet
 from shared_data import ProductCache
 from test_data import EDGE_CASES, INVALID_BUY_PAYLOADS, INVALID_STOCK_PAYLOADS
 from validators import (
@@ -92,7 +92,7 @@ class ShopUser(CLIENT):
     @tag("browse")
     def browse_all_products(self) -> None:
         with self.client.get("/products", name="Get_All_Products", catch_response=True) as resp:
-            products = expect_product_list(resp)
+            products = expect_product_list(resp, known=CACHE.known())
         if products is not None:
             CACHE.refresh_all(products)
 
@@ -101,7 +101,8 @@ class ShopUser(CLIENT):
     def get_products_by_category(self) -> None:
         category, path, name, expect_empty = random.choice(CATEGORY_REQUESTS)
         with self.client.get(path, name=name, catch_response=True) as resp:
-            products = expect_product_list(resp, category=category, expect_empty=expect_empty)
+            products = expect_product_list(resp, category=category, expect_empty=expect_empty,
+                                           known=CACHE.known(category))
         if products:
             CACHE.merge(products)
 
@@ -113,7 +114,7 @@ class ShopUser(CLIENT):
             return self.browse_all_products()
         with self.client.post("/products/details", json={"name": product["name"]},
                               name="Get_Product_Details", catch_response=True) as resp:
-            details = expect_product(resp, product["name"])
+            details = expect_product(resp, product["name"], known=product)
         if details is not None:
             CACHE.upsert(details)
 
@@ -224,7 +225,7 @@ class ShopUser(CLIENT):
         """Restock the sale's product (a stock update the oracle records); the product, or None if it failed."""
         product = SUITE.contended_product(self.host)
         for _attempt in range(3 if product is not None else 0):  # a 5xx (a torn read) is tried again
-            if self._set_stock(product, CONFIG.flash_sale.stock, "Flash_Sale_Restock"):
+            if self._set_stock(product, CONFIG.flash_sale.stock, RESTOCK_REQUEST):
                 return product
         return None
 
@@ -319,4 +320,4 @@ else:
 
 SALE = ShopUser.flash_sale = FlashSale(CONFIG.flash_sale, buy=ShopUser.flash_sale_buy, restock=ShopUser.open_flash_sale,
                                        wait_s=CONFIG.service.request_timeout_seconds)
-SUITE = event_hooks.register(events, CONFIG, scenarios=[SALE])
+SUITE = event_hooks.register(events, CONFIG, scenarios=[SALE], resets=[CACHE.clear])

@@ -57,7 +57,7 @@ start_detached() {  # LOG COMMAND...: in a session of its own, out of the termin
     fi
 }
 free_port() { "$PY" -m loadsuite.cli.ports; }
-check_health() { "$PY" -m loadsuite.cli.health "$1" "${2:-3}" ${3:+"$3"}; }  # URL [DEADLINE_S [PID: wait for it]]: 0 when /health answers 200
+check_health() { "$PY" -m loadsuite.cli.health "$1" "${2:-10}" ${3:+"$3"}; }  # URL [DEADLINE_S [PID]]: 0 once /health answers 200, asking again until DEADLINE_S
 
 # --- arguments ------------------------------------------------------------------------------------
 if [ "${1:-}" = "test" ]; then
@@ -133,14 +133,12 @@ export LOADSUITE_CONSOLE_LOG=""  # set below, once the run has a folder: where L
 # --- the target ------------------------------------------------------------------------------------
 RUN_ID="$(date -u +%Y%m%dT%H%M%SZ)"
 if [ "$MODE" != "worker" ] && [ -n "$HOST" ]; then   # before any results folder: nothing to report yet
-    WHY="$(check_health "$HOST" 5)" || die "target $HOST is unreachable ($WHY): start the service or pass the right HOST" 3
+    WHY="$(check_health "$HOST" "$READY_S")" || die "target $HOST is $WHY" 3   # unreachable, not ready, or not the service
 fi
 RESULTS_ROOT="${RESULTS_ROOT:-$ROOT/results}"
-RESULTS="$RESULTS_ROOT/$RUN_ID"
-if [ "$MODE" != "worker" ]; then
-    n=1; while [ -e "$RESULTS" ]; do RESULTS="$RESULTS_ROOT/${RUN_ID}-$n"; n=$((n + 1)); done
-    mkdir -p "$RESULTS" 2>/dev/null || die "results could not be written: cannot create $RESULTS: free space, fix permissions or set RESULTS_ROOT" 4
-    ln -sfn "$(basename "$RESULTS")" "$RESULTS_ROOT/latest" 2>/dev/null
+RESULTS=""
+if [ "$MODE" != "worker" ]; then   # a folder this run alone created, and results/latest naming it (one line and 4 if not)
+    RESULTS="$("$PY" -m loadsuite.cli.run_folder "$RESULTS_ROOT" "$RUN_ID")" || exit 4
     RUN_ID="$(basename "$RESULTS")"
     LOADSUITE_CONSOLE_LOG="$RESULTS/console.log"
 fi
@@ -161,6 +159,7 @@ elif [ -z "$HOST" ]; then
 fi
 
 # --- Locust ----------------------------------------------------------------------------------------
+[ "$MODE" != "worker" ] && for note in "${RUN_NOTES[@]}"; do echo "$note" >&2; done   # e.g. a sale too late to open
 REPORTS=(--csv "$RESULTS/stats" --csv-full-history --html "$RESULTS/report.html" --results-dir "$RESULTS")
 RATE="${SPAWN_RATE:-$(( USERS > 10 ? USERS / 5 : 2 ))}"
 LOAD=(-u "$USERS" -r "$RATE" -t "${DURATION}s")
@@ -223,5 +222,5 @@ fi
 [ "$MODE" = "ui" ] && [ ! -f "$RESULTS/summary.json" ] && echo "run_tests.sh: no test was started in the web UI: nothing to judge" >&2
 [ "$MODE" != "worker" ] && echo "run_tests.sh: results in $RESULTS (exit code $CODE)" >&2
 # The verdict block is the last thing on screen (Locust prints its final table after our listeners).
-[ "$MODE" != "worker" ] && [ -f "$RESULTS/summary.json" ] && "$PY" -m loadsuite.cli.verdict "$RESULTS"
+[ "$MODE" != "worker" ] && [ -f "$RESULTS/summary.json" ] && "$PY" -m loadsuite.cli.verdict "$RESULTS" --exit-code "$CODE"
 exit "$CODE"

@@ -17,8 +17,9 @@ from __future__ import annotations
 import random
 import threading
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from itertools import accumulate
+from types import MappingProxyType
 
 Product = dict
 
@@ -39,9 +40,15 @@ class ProductCache:
         self._products: dict[str, Product] = {}  # insertion order = age, for eviction
         self._names: list[str] = []  # same membership as _products, for random choice (sorted when skewed)
         self._weights: list[float] = []  # cumulative Zipf weights of _names (skew > 0 only)
+        self._by_category: dict[str, set[str]] = {}  # category -> cached names: what a category listing must hold
 
     def __len__(self) -> int:
         return len(self._products)
+
+    def clear(self) -> None:
+        """Forget everything (a new test: in a web UI session it may target another host with another catalogue)."""
+        with self._lock:
+            self._products, self._names, self._weights, self._by_category = {}, [], [], {}
 
     def refresh_all(self, products: Iterable[Product]) -> None:
         """Replace the whole view with a full listing (GET /products); its order carries no meaning."""
@@ -51,6 +58,10 @@ class ProductCache:
                 fresh = self._bounded(fresh)
             membership_changed = fresh.keys() != self._products.keys()
             self._products = fresh
+            by_category: dict[str, set[str]] = {}
+            for name, product in fresh.items():
+                by_category.setdefault(product.get("category"), set()).add(name)
+            self._by_category = by_category
             if membership_changed:
                 self._names = list(fresh)
                 self._reindex()
@@ -79,15 +90,28 @@ class ProductCache:
         name = product["name"]
         products = self._products
         if name in products:
+            self._file(name, products[name].get("category"), product.get("category"))
             products[name] = product
             return
         if len(products) >= self.max_products:
             oldest = next(iter(products))
-            del products[oldest]
+            self._file(oldest, products.pop(oldest).get("category"), None)
             self._names.remove(oldest)
         products[name] = product
+        self._file(name, None, product.get("category"))
         self._names.append(name)
         self._reindex()
+
+    def _file(self, name: str, was: str | None, now: str | None) -> None:
+        """Keep the category index in step with one product (the caller holds the lock)."""
+        if was == now:
+            return
+        if was is not None:
+            names = self._by_category.get(was)
+            if names is not None:
+                names.discard(name)
+        if now is not None:
+            self._by_category.setdefault(now, set()).add(name)
 
     def set_stock(self, name: str, stock: int) -> bool:
         """Record a stock level the service reported (buy remainingStock, PATCH); False if not cached."""
@@ -101,7 +125,9 @@ class ProductCache:
     def discard(self, name: str) -> None:
         """Forget a product the service no longer knows (404)."""
         with self._lock:
-            if self._products.pop(name, None) is not None:
+            product = self._products.pop(name, None)
+            if product is not None:
+                self._file(name, product.get("category"), None)
                 self._names.remove(name)
                 self._reindex()
 
@@ -120,6 +146,17 @@ class ProductCache:
 
     def get(self, name: str) -> Product | None:
         return self._products.get(name)
+
+    def known(self, category: str | None = None) -> Mapping[str, Product]:
+        """{name: product} of what the service has listed so far (in `category`, or all): a later listing must hold
+        them again, unchanged but for their stock (the validators' catalogue cross-check). All: a read-only view of
+        the listing the cache holds now (O(1): refresh_all replaces that dict, it never changes its names); a
+        category: a copy, O(its products)."""
+        with self._lock:
+            if category is None:
+                return MappingProxyType(self._products)
+            products = self._products
+            return {name: products[name] for name in self._by_category.get(category, ())}
 
     def random_product(self) -> Product | None:
         """A random cached product (uniform, or by popularity when skewed), or None when the cache is empty."""

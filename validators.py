@@ -21,16 +21,18 @@ from typing import TYPE_CHECKING, Any
 
 from loadsuite.contract.checks import (JSON, STOCK_UPDATED, BuyOutcome, CheckFailed, _BUY_FAILED, _BUY_NOT_FOUND,
                                        _code_token, _error_code_of, _request_name, _shape, _status_failure,
-                                       check_buy_result, check_category_filter, check_content_type,
+                                       check_buy_result, check_catalogue, check_category_filter, check_content_type,
                                        check_error_envelope, check_insufficient_stock, check_product,
-                                       check_product_list, check_status, check_success_envelope, check_transport,
-                                       error_detail, json_body, parse_insufficient_stock, success_data)
+                                       check_product_list, check_same_product, check_status, check_success_envelope,
+                                       check_transport, error_detail, json_body, parse_insufficient_stock,
+                                       success_data)
 from loadsuite.runtime.custom_stats import STATS
 
 if TYPE_CHECKING:
     from test_data import EdgeCase
 
-__all__ = ["JSON", "STOCK_UPDATED", "BuyOutcome", "CheckFailed", "check_buy_result", "check_category_filter",
+__all__ = ["JSON", "STOCK_UPDATED", "BuyOutcome", "CheckFailed", "check_buy_result", "check_catalogue",
+           "check_same_product", "check_category_filter",
            "check_content_type", "check_error_envelope", "check_insufficient_stock", "check_product",
            "check_product_list", "check_status", "check_success_envelope", "check_transport", "error_detail",
            "json_body", "parse_insufficient_stock", "success_data", "expect_health", "expect_product_list",
@@ -81,8 +83,10 @@ def expect_health(resp: Any) -> bool:
 
 
 @_validator(None)
-def expect_product_list(resp: Any, category: str | None = None, expect_empty: bool = False) -> list[dict] | None:
-    """GET /products or /products/category: valid products, all of `category`; [] when expect_empty."""
+def expect_product_list(resp: Any, category: str | None = None, expect_empty: bool = False,
+                        known: dict[str, dict] | None = None) -> list[dict] | None:
+    """GET /products or /products/category: valid products, all of `category`; [] when expect_empty; and every
+    product the target listed here before (`known`) again, unchanged but for its stock."""
     products = check_product_list(success_data(resp))
     if category is not None:
         if expect_empty:
@@ -91,16 +95,19 @@ def expect_product_list(resp: Any, category: str | None = None, expect_empty: bo
             STATS.business_outcome("empty_category")
         else:
             check_category_filter(products, category)
+    if known:
+        check_catalogue(products, known)
     resp.success()
     return products
 
 
 @_validator(None)
-def expect_product(resp: Any, name: str) -> dict | None:
-    """POST /products/details: 200 with the valid product of that name."""
+def expect_product(resp: Any, name: str, known: dict | None = None) -> dict | None:
+    """POST /products/details: 200 with the valid product of that name, as the listings showed it (`known`)."""
     product = check_product(success_data(resp))
     if product["name"] != name:
         raise CheckFailed("product_details", "expected the requested product, saw another name")
+    check_same_product(product, known)
     resp.success()
     return product
 

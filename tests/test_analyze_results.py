@@ -409,7 +409,7 @@ def test_summary_md_shows_thresholds_oracle_and_custom_stats(tmp_path):
     md = (run_dir / results.SUMMARY_MD).read_text()
     assert md.startswith("# Load test run 20261125T140000Z")
     assert "**Host:** http://127.0.0.1:8082" in md and "**Duration:** 1 h 02 min 05 s" in md
-    assert "❌ failed (exit 1)" in md and "error_rate Buy_Product 0.2 > 0.01" in md
+    assert "❌ failed (exit 1)" in md and "error_rate Buy_Product 0.2 \\> 0.01" in md  # Markdown-escaped: shows ">"
     assert "| ✅ | p95_ms | total | 1,000 ms | 25 ms |" in md  # the console's digits and units
     assert "| ❌ | error_rate | Buy_Product | 1.00% | 20.00% |" in md  # rates as percentages everywhere
     assert "❌ **failed**: 20 products checked" in md and "lost_update" in md
@@ -592,5 +592,5 @@ def test_percentiles_follow_one_rule_in_every_output(tmp_path):
     ar.main([str(tmp_path / "run")])
     md = (tmp_path / "run" / results.SUMMARY_MD).read_text()
     health = next(row for row in md.splitlines() if row.startswith("| Health_Check"))
-    assert "| 1.1* | 1.1* | 1.2* |" in health  # few samples are marked, and the mark is explained
+    assert "| 1.1\\* | 1.1\\* | 1.2\\* |" in health  # few samples are marked (escaped: shown as 1.1*), and explained
     assert "\\* fewer than 20 requests" in md  # escaped, so Markdown shows the mark, not a list

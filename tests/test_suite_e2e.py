@@ -106,7 +106,11 @@ def test_full_mix_results_folder_is_complete(full_mix_run):
 
     junit = ET.parse(folder / "junit.xml").getroot()
     cases = junit.findall("testcase")
-    assert len(cases) == len(summary["thresholds"]) + 1 and junit.get("failures") == "0"
+    # one per threshold, one for consistency, and a skipped one per scenario that did not run (a run this short
+    # ends before the flash sale opens: issue 31 names it)
+    sale = [c for c in cases if c.get("classname") == "scenarios"]
+    assert len(cases) == len(summary["thresholds"]) + 1 + len(sale) and junit.get("failures") == "0"
+    assert len(sale) == (0 if summary["scenarios"]["flash_sale"]["opened"] else 1)
 
     custom = run.custom_report()
     assert custom[("purchases", "")] == summary["custom_stats"]["purchases"]

@@ -162,7 +162,14 @@ def test_stats_requests_carry_live_custom_stats_beside_locusts_own(ui_env):
 
 def test_first_poll_after_a_stop_waits_for_the_verdict(ui_env):
     answers = iter([None, None, None])
-    web_ui.install(ui_env, lambda: next(answers, FAILED_SUMMARY), lambda: CUSTOM)
+    stopped = object()  # the test that stopped, until its summary is written
+    state = {"summary": None}
+
+    def summary():
+        state["summary"] = next(answers, FAILED_SUMMARY)
+        return state["summary"]
+
+    web_ui.install(ui_env, summary, lambda: CUSTOM, pending=lambda: stopped if summary() is None else None)
     ui_env.runner.state = "stopped"
     report = _poll(ui_env)
     assert report["state"] == "stopped"
@@ -172,7 +179,8 @@ def test_first_poll_after_a_stop_waits_for_the_verdict(ui_env):
 
 def test_waiting_for_the_verdict_is_bounded_once_per_stop(ui_env, monkeypatch):
     monkeypatch.setattr(web_ui, "VERDICT_WAIT_S", 0.5)
-    web_ui.install(ui_env, lambda: None, lambda: CUSTOM)
+    stopped = object()
+    web_ui.install(ui_env, lambda: None, lambda: CUSTOM, pending=lambda: stopped)
     ui_env.runner.state = "stopped"
     started = time.monotonic()
     first = _poll(ui_env)

@@ -18,6 +18,7 @@ from ..config import ConfigError, load_config
 from ..config.schema import MAX_SECONDS, MAX_SPAWN_RATE, MAX_USERS
 from ..config.urls import normalise_base_url
 from .. import catalogue
+from ..shapes.profiles import profile_for
 from ..names import CLIENTS, SHAPES
 
 # Bounds on the command line: the config's own (schema.py; docs/reliability.md lists them) and the workers.
@@ -61,8 +62,10 @@ class Plan:
     spawn_rate: str = ""
     analysis: bool = True
     shape_active: bool = False
+    ready_s: float = 10.0  # service.ready_timeout_seconds: how long the health check asks again
     locust_extra: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    run_notes: list[str] = field(default_factory=list)  # said only once traffic is about to start (not for exit 3/4)
 
     def shell(self) -> str:
         """Assignments for run_tests.sh to eval (every value quoted)."""
@@ -70,8 +73,9 @@ class Plan:
         lines = [f"MODE={q(self.mode)}", f"USERS={self.users}", f"DURATION={self.duration_s}",
                  f"WORKERS={self.workers}", f"HOST={q(self.host)}", f"MASTER_HOST={q(self.master_host)}",
                  f"SPAWN_RATE={q(self.spawn_rate)}", f"ANALYSIS={1 if self.analysis else 0}",
-                 f"SHAPE_ACTIVE={1 if self.shape_active else 0}",
-                 "LOCUST_EXTRA=(" + " ".join(q(arg) for arg in self.locust_extra) + ")"]
+                 f"SHAPE_ACTIVE={1 if self.shape_active else 0}", f"READY_S={self.ready_s:g}",
+                 "LOCUST_EXTRA=(" + " ".join(q(arg) for arg in self.locust_extra) + ")",
+                 "RUN_NOTES=(" + " ".join(q("run_tests.sh: " + note) for note in self.run_notes) + ")"]
         if self.shape:
             lines.append(f"export LOAD_SHAPE={q(self.shape)}")
         if self.client:
@@ -214,13 +218,20 @@ def _check_config(result: Plan, env: dict[str, str]) -> None:
         env["THRESHOLDS"] = ",".join(result.thresholds)
     if result.config:
         env["CONFIG_PATH"] = result.config
+    notes: list[str] = []
     try:
-        config = load_config(None, env)
+        config = load_config(None, env, notes)
     except ConfigError as error:
         raise UsageError(f"config error: {error}") from None
     check_locust_arguments(result.locust_extra, config)
+    result.ready_s = config.service.ready_timeout_seconds
+    result.notes += [f"config note: {note}" for note in notes]
     shape = config.load_shape.name
     result.shape_active = shape is not None
+    if result.mode in ("headless", "distributed", "master"):  # the run's planned length is known: can the sale open?
+        planned = profile_for(config.load_shape).total_duration if shape else result.duration_s
+        if (why := config.flash_sale.cannot_open_within(planned)) is not None:
+            result.run_notes.append(f"note: {why}")
     if shape and result.mode in ("headless", "distributed", "master"):
         result.notes.append(f"the {shape} shape decides users and duration (USERS/DURATION_S are not used): "
                             f"see docs/load_shapes.md")

@@ -1,4 +1,4 @@
-"""`python -m loadsuite.cli.verdict RESULTS_DIR`: print the run's verdict block from its summary.json.
+"""`python -m loadsuite.cli.verdict RESULTS_DIR [--exit-code N]`: print the run's verdict block from its summary.json.
 
 run_tests.sh calls it after Locust has exited, because Locust prints its ~90-line final stats table as
 it shuts down, after every listener of ours: so the verdict is the last thing on screen. Colour on a
@@ -19,6 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadsuite.cli.verdict",
                                      description="Print a run's verdict block from RESULTS_DIR/summary.json.")
     parser.add_argument("results_dir", type=Path)
+    parser.add_argument("--exit-code", type=int, default=None,
+                        help="the code the run exits with (run_tests.sh's own): the verdict line shows it")
     args = parser.parse_args(argv)
     path = args.results_dir / "summary.json"
     try:
@@ -30,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     if not isinstance(summary, dict):
         print(f"verdict: {path}: expected a JSON object", file=sys.stderr)
         return 2
+    verdict = summary.get("verdict") if isinstance(summary.get("verdict"), dict) else {}
+    if args.exit_code is not None and verdict.get("exit_code") != args.exit_code:
+        # The last line says the code the run really exits with (a write error, Locust's death), never another.
+        summary = {**summary, "verdict": {**verdict, "exit_code": args.exit_code}}
     print(verdict_block(summary, args.results_dir, use_colour(sys.stdout)), flush=True)
     return 0
 

@@ -74,28 +74,46 @@ def parse_config(data: object, source: str = "config") -> SuiteConfig:
         raise ConfigError(_describe(error, source)) from None
 
 
-def load_config(path: str | os.PathLike | None = None, env: dict[str, str] | None = None) -> SuiteConfig:
+MAX_CONFIG_BYTES = 1024 * 1024  # config.yaml is about 10 KB; a larger file is the wrong file, not a config
+
+
+def _read_bounded(file: Path) -> str:
+    """The file's text, read only up to MAX_CONFIG_BYTES (a 50 MB file took 43 s to parse, /dev/zero never ends)."""
+    try:
+        with open(file, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            raw = handle.read(MAX_CONFIG_BYTES + 1) if size <= MAX_CONFIG_BYTES else b""
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: config file not found: check the path or unset CONFIG_PATH") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{file}: is a directory, not a config file: give the path of a YAML file") from None
+    except OSError as error:
+        raise ConfigError(f"{file}: cannot read config file ({error.strerror or error.__class__.__name__}): "
+                          "fix its permissions or the path") from None
+    if size > MAX_CONFIG_BYTES or len(raw) > MAX_CONFIG_BYTES:
+        shown = f"{size / 2**20:.1f} MiB" if size > MAX_CONFIG_BYTES else "larger than that"
+        raise ConfigError(f"{file}: the file is {shown}; a config file may have at most "
+                          f"{MAX_CONFIG_BYTES // 2**20} MiB (config.yaml has about 10 KB): is it the right file?")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{file}: cannot read config file: not UTF-8 text (at byte offset {error.start}): save it as "
+                          "UTF-8") from None
+
+
+def load_config(path: str | os.PathLike | None = None, env: dict[str, str] | None = None,
+                notes: list[str] | None = None) -> SuiteConfig:
     """Read the config file (CONFIG_PATH or the default) and apply environment overrides.
 
-    A file named explicitly (argument or CONFIG_PATH) must exist; a missing default file means defaults.
+    A file named explicitly (argument or CONFIG_PATH) must exist; a missing default file means defaults. What the
+    user should know but is no error (an empty file: all defaults) is appended to `notes`, one line each.
     """
     env = os.environ if env is None else env
     explicit = path or env.get("CONFIG_PATH") or None
     file = Path(explicit) if explicit else DEFAULT_CONFIG_PATH
     data: object = {}
     if file.exists() or explicit:
-        try:
-            text = file.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError(f"{file}: config file not found: check the path or unset CONFIG_PATH") from None
-        except IsADirectoryError:
-            raise ConfigError(f"{file}: is a directory, not a config file: give the path of a YAML file") from None
-        except UnicodeDecodeError as error:
-            raise ConfigError(f"{file}: cannot read config file: not UTF-8 text (at byte offset {error.start}): save it as "
-                              "UTF-8") from None
-        except OSError as error:
-            raise ConfigError(f"{file}: cannot read config file ({error.strerror or error.__class__.__name__}): "
-                              "fix its permissions or the path") from None
+        text = _read_bounded(file)
         try:
             data = strict_yaml(text)
         except yaml.YAMLError as error:
@@ -104,6 +122,9 @@ def load_config(path: str | os.PathLike | None = None, env: dict[str, str] | Non
             problem = getattr(error, "problem", None) or "invalid YAML"
             kind = "YAML error" if isinstance(error, yaml.constructor.ConstructorError) else "YAML syntax error"
             raise ConfigError(f"{file}: {kind}{where}: {problem}") from None
+        if data is None and notes is not None:
+            notes.append(f"{file} is empty (no setting, only comments or nothing): every setting takes its default "
+                         "(config.yaml documents them)")
     config = parse_config(data, str(file))
     return apply_env_overrides(config, env, str(file))
 
@@ -153,15 +174,25 @@ def influxdb_token(env=None) -> str | None:
 
 
 @lru_cache(maxsize=1)
+def _loaded() -> tuple[SuiteConfig, tuple[str, ...]]:
+    notes: list[str] = []
+    return load_config(notes=notes), tuple(notes)
+
+
 def get_config() -> SuiteConfig:
-    """The run's configuration, loaded once per process."""
-    return load_config()
+    """The run's configuration, read and parsed once per process."""
+    return _loaded()[0]
 
 
 def get_config_or_exit() -> SuiteConfig:
-    """The run's configuration, or a one-line error on stderr and exit code 2 (before any traffic)."""
+    """The run's configuration, or a one-line error on stderr and exit code 2 (before any traffic). Its notes go to
+    stderr, unless run_tests.sh already said them (it checks the same file first)."""
     try:
-        return get_config()
+        config, notes = _loaded()
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    if os.environ.get("LOADSUITE_SUPERVISED") != "1":
+        for note in notes:
+            print(f"config note: {note}", file=sys.stderr)
+    return config

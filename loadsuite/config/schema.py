@@ -38,6 +38,7 @@ class ServiceConfig(_Section):
     request_timeout_seconds: float = Field(10.0, gt=0, le=600)
     max_response_mib: float = Field(16.0, gt=0, le=1024)
     client: Literal[CLIENTS] = "fast"
+    ready_timeout_seconds: float = Field(10.0, gt=0, le=3600)  # the start-up wait for GET /health (cli/health.py)
 
     @field_validator("base_url")
     @classmethod
@@ -204,6 +205,15 @@ class FlashSaleConfig(_Section):
     start_seconds: float = Field(10.0, ge=0)
     duration_seconds: float = Field(10.0, gt=0)
     stock: int = Field(1000, ge=1)
+
+    def cannot_open_within(self, planned_s: float | None) -> str | None:
+        """Why this sale cannot open in a run planned to last planned_s seconds (None: it can, or the length is
+        unknown); run_tests.sh says it before the run, the verdict names it after (scenarios/flash_sale.py)."""
+        if not self.enabled or planned_s is None or planned_s > self.start_seconds:
+            return None
+        return (f"the flash sale opens {self.start_seconds:g} s into the run (flash_sale.start_seconds), after this "
+                f"{planned_s:g}-s run ends: race detection will be off (lost updates under concurrent buys are "
+                "unlikely to show); run longer or lower flash_sale.start_seconds")
 
 
 class SuiteConfig(_Section):

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
+from operator import itemgetter
 from typing import Any, Literal, NamedTuple
 
-from ..transport.headers import header
+from ..transport.headers import describe_location, header
 from .schemas import describe, product_problem, valid_product
 
 JSON = "application/json"
@@ -198,8 +200,30 @@ def _error_code_of(resp: Any) -> str | None:
     return code if type(code) is str and _CODE.match(code) else None
 
 
+MAX_LOCATIONS_NAMED = 20  # distinct redirect targets named in failure texts; Locust keeps one entry per text
+_named_locations: set[str] = set()
+
+
+def _redirect_failure(resp: Any, expected: int) -> CheckFailed:
+    """A 3xx: the contract has no redirects, and the suite never follows one (transport/bodies.py): the failure
+    names where it pointed (the first MAX_LOCATIONS_NAMED distinct ones; a target inventing new ones each time
+    cannot grow Locust's failure table without end)."""
+    meta = getattr(resp, "request_meta", None)
+    url = (meta.get("url") if meta else None) or getattr(resp, "url", None)
+    where = describe_location(header(resp.headers, "Location"), url if isinstance(url, str) else None)
+    if where not in _named_locations:
+        if len(_named_locations) >= MAX_LOCATIONS_NAMED:
+            where = "another Location (more distinct ones than are named)"
+        else:
+            _named_locations.add(where)
+    return CheckFailed("redirect", f"expected {expected}, saw {resp.status_code} to {where}: not followed",
+                       status=resp.status_code)
+
+
 def _status_failure(resp: Any, expected: int, code: str | None = None) -> CheckFailed:
     status = resp.status_code
+    if 300 <= status < 400:
+        return _redirect_failure(resp, expected)
     code = code or _error_code_of(resp)
     return CheckFailed("status", f"expected {expected}, saw {status} {code}" if code else
                        f"expected {expected}, saw {status}", status=status)
@@ -266,6 +290,41 @@ def check_category_filter(products: list[dict], category: str) -> None:
     for product in products:
         if product["category"] != category:
             raise CheckFailed("category_filter", f"expected only {category!r}, saw other categories")
+
+
+# Cross-checks against what the same target said before (shared_data.ProductCache.known). The contract never
+# deletes a product and changes only its stock, so these hold on the real service too, whose lists come in random
+# order, whose torn reads answer 500 (not a shorter list) and whose lost updates touch stock alone: none of them
+# compares stock, which other users change all the time.
+_FIXED = itemgetter("description", "price", "category")  # what no request of the contract changes
+
+
+_NAME = itemgetter("name")
+
+
+def check_catalogue(products: list[dict], known: Mapping[str, dict]) -> None:
+    """A listing holds every product the target listed before in it (`known`: the cache's view of this category, or
+    of the whole catalogue), each with the description, price and category it had (validated products: every key
+    is there). Hot path: the two sides as {name: fixed fields} built and compared by C loops (map, dict views)."""
+    if not known:
+        return
+    if not products:
+        raise CheckFailed("catalogue", "expected the products listed here before, saw none")
+    listed = dict(zip(map(_NAME, products), map(_FIXED, products)))
+    before = dict(zip(known.keys(), map(_FIXED, known.values())))
+    if before.items() <= listed.items():
+        return
+    if not before.keys() <= listed.keys():
+        raise CheckFailed("catalogue", "expected every product listed here before, saw some missing")
+    raise CheckFailed("catalogue", "expected each product's description, price and category as listed before, "
+                                   "saw others")
+
+
+def check_same_product(product: dict, before: dict | None) -> None:
+    """A product's details agree with what the listings showed of it (only its stock may differ)."""
+    if before is not None and product is not before and _FIXED(product) != _FIXED(before):
+        raise CheckFailed("catalogue", "expected the description, price and category the product list showed, "
+                                       "saw others")
 
 
 def check_buy_result(data: Any, name: str, quantity: int) -> int:

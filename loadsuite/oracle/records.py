@@ -116,12 +116,27 @@ class OracleResult:
         """Nothing could be checked (no test ran, the oracle itself failed)."""
         return cls(None, 0, [], [], notes=[note])
 
+    def reason(self) -> str | None:
+        """Why nothing could be decided (only when passed is None): what stopped the oracle (a snapshot that failed, a
+        worker that never reported, the oracle itself), else the first undecided product's own reason."""
+        if self.passed is not None:
+            return None
+        causes = [note for note in self.notes if not note.endswith("more violations not listed")]
+        if causes:
+            return "; ".join(causes)
+        if self.inconclusive:
+            product, why = self.inconclusive[0]
+            others = len(self.inconclusive) - 1
+            return f"{product}: {why}" + (f" (and {others} more products undecided)" if others else "")
+        return "no product could be decided"
+
     def to_dict(self) -> dict[str, Any]:
         """The "consistency" object of summary.json (plus inconclusive_products, violations_total, the complete
-        violation_counts and violation_units per kind, and notes)."""
+        violation_counts and violation_units per kind, notes, and reason when inconclusive)."""
         return {
             "enabled": True,
             "passed": self.passed,
+            "reason": self.reason(),
             "products_checked": self.products_checked,
             "inconclusive": len(self.inconclusive),
             "inconclusive_products": [{"product": p, "reason": r} for p, r in self.inconclusive],
@@ -140,7 +155,7 @@ class OracleResult:
         if self.counts:
             line += " (" + counts_text(self.counts, self.units) + ")"
         if self.violations:
-            line += f"; first: {self.violations[0].product}: {self.violations[0].message}"
+            line += f"; first: {self.violations[0].product!r}: {self.violations[0].message}"  # a log line: repr'd
         if self.notes:
             line += "; " + "; ".join(self.notes)
         return line

@@ -143,7 +143,8 @@ def finalize(environment, timeout_s: float | None = None) -> OracleResult | None
         logger.exception("inventory oracle failed")
         result = OracleResult.undecided(f"the oracle failed: {error.__class__.__name__}: {error}")
     state.result = result
-    environment.oracle_result = result
+    if _state(environment) is state:  # still this test's (a next test has a state of its own)
+        environment.oracle_result = result
     state.busy_in = None
     state.done.set()
     logger.info("%s", result.summary_line())
@@ -185,10 +186,12 @@ def _base_url(environment, state: _RunState) -> str | None:
 
 
 def reset(environment) -> None:
-    """A new test: no records, no snapshot, no result (SuiteRun resets every part when a test starts)."""
+    """A new test: no records, no snapshot, no result (SuiteRun resets every part when a test starts). The new test
+    gets a new state object: a check of the previous test still running (web UI) finishes on its own one."""
     state = _state(environment)
     if state is not None:
-        state.reset()
+        environment.inventory_oracle_state = _RunState(state.config, state.base_url_provider, state.http_timeout_s)
+        environment.oracle_result = None
         _LEDGER.clear()
 
 
@@ -303,7 +306,9 @@ def _compute(environment, state: _RunState) -> OracleResult:
         _stop_local(environment)
     elif role == "master":
         missing = [f"worker {w}" for w in _collect_from_workers(environment, state)]
-    final_stock, final_error = snapshot_stock(_base_url(environment, state), state.http_timeout_s)
+    # The records first: the final snapshot waits for the target, and a next test (web UI) clears the ledger.
     buys, sets = _LEDGER.records()
+    dropped_products, dropped_records = set(_LEDGER.dropped_products), _LEDGER.dropped_records
+    final_stock, final_error = snapshot_stock(_base_url(environment, state), state.http_timeout_s)
     return check(state.start_stock, final_stock, buys, sets, state.config.clock_skew_ms / 1000.0,
-                 _LEDGER.dropped_products, missing, state.start_error, final_error, _LEDGER.dropped_records)
+                 dropped_products, missing, state.start_error, final_error, dropped_records)

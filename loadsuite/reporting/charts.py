@@ -12,6 +12,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.text import Text  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, MultipleLocator, NullLocator  # noqa: E402
 
 from .format import SMALL_SAMPLE, fmt_ms, fmt_sample  # noqa: E402
@@ -28,7 +29,12 @@ def _figure(height: float = HEIGHT_IN, width: float = WIDTH_IN) -> Figure:
 
 
 def save(fig: Figure, path: Path) -> None:
-    fig.savefig(path, dpi=DPI, facecolor="white")
+    """Write the PNG with every text drawn as written: a request name or failure reason with two `$` in it is
+    text, not mathtext (an unbalanced one would stop the analysis with a parse error)."""
+    with matplotlib.rc_context({"text.parse_math": False}):  # the tick labels made while drawing
+        for text in fig.findobj(Text):
+            text.set_parse_math(False)
+        fig.savefig(path, dpi=DPI, facecolor="white")
 
 
 def _bin_note(bin_s: int) -> str:

@@ -8,6 +8,7 @@ import pandas as pd
 
 from . import charts as result_charts
 from .charts import short_reason
+from .console import inconclusive_reason, scenario_notes
 from .verdict import violation_counts
 from .results import FAILURES_CSV, SUMMARY_JSON, SUMMARY_MD, Run, load_run, timeline
 from .format import fmt_metric, fmt_ms, small_sample_note
@@ -86,6 +87,7 @@ def summary_markdown(run: Run, charts: list[tuple[str, str]]) -> str:
     lines += [f"- **{k}:** {md_escape(v)}" for k, v in facts]
     if s.get("interrupted"):
         lines.append(f"- {UNKNOWN} **The run was interrupted**: numbers cover only the part that ran.")
+    lines += [f"- {UNKNOWN} {md_escape(note)}" for note in scenario_notes(s)]
     if verdict and verdict.get("reasons"):
         lines += ["", "Reasons:", *[f"- {md_escape(r)}" for r in verdict["reasons"]]]
 
@@ -151,6 +153,9 @@ def summary_markdown(run: Run, charts: list[tuple[str, str]]) -> str:
             lines.append(f"{_mark(state)} **{word}**: {consistency.get('products_checked', 0)} products checked, "
                          f"{consistency.get('inconclusive', 0)} inconclusive, "
                          f"{consistency.get('dropped_records', 0)} records dropped.")
+            why = inconclusive_reason(consistency)
+            if why:
+                lines += ["", f"Why inconclusive: {md_escape(why)}"]
             violations = consistency.get("violations") or []
             counts = violation_counts(consistency)
             if counts:

@@ -1,6 +1,8 @@
 """Tables for every output: the per-request rows, a terminal table and a GitHub Markdown table."""
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 
 from .format import fmt_count, fmt_ms, fmt_points, fmt_sample, fmt_num
@@ -54,8 +56,25 @@ def text_table(headers, rows, text_columns: tuple[int, ...] = (0,)) -> str:
     return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
 
 
+# Markdown (summary.md, compare.md, the CI job summary): what could start markup is backslash-escaped (CommonMark
+# lets any ASCII punctuation be), so text from the target shows as the text it is: no HTML tag (<svg onload=...>,
+# </script>), entity, link, image, code span, emphasis, strike-through, math ($), heading (#) or table cell break
+# (|). An underscore inside a word starts nothing and stays (p95_ms, Get_All_Products). Characters a renderer would
+# act on or drop (controls, bidi overrides, lone surrogates) are written out as \\xNN / \\uNNNN; newlines become
+# spaces.
+_MD_SPECIAL = re.compile(r"[\\`*\[\]<>|&~$#]|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
+_MD_HIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def _written_out(match: re.Match) -> str:
+    code = ord(match[0])
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
 def md_escape(text) -> str:
-    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    """Text as Markdown shows it literally, on one line (every cell and fact of summary.md goes through here)."""
+    text = str(text).replace("\r\n", " ").replace("\n", " ")
+    return _MD_SPECIAL.sub(lambda m: "\\" + m[0], _MD_HIDDEN.sub(_written_out, text))
 
 
 def md_table(headers, rows, left: int = 1, text_columns: tuple[int, ...] = ()) -> str:

@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 from . import junit
-from .console import consistency_counts, verdict_block, violation_counts  # noqa: F401 - re-exported
+from .console import (consistency_counts, inconclusive_reason, scenario_notes, verdict_block,  # noqa: F401
+                      violation_counts)
 from .format import fmt_metric, ordered_percentiles
 
 METRICS = ("error_rate", "p95_ms", "p99_ms", "avg_ms", "min_rps")
@@ -116,9 +118,29 @@ def verdict_table(summary: dict[str, Any], folder: Path | str | None = None, col
                          colour)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def json_safe(value: Any) -> Any:
+    """summary.json's content as strict JSON carries it: strings without lone surrogates (a name the target sent as
+    "\\ud800" would be an escape strict parsers refuse) and no NaN or infinity (not JSON at all): None instead.
+    json.dumps escapes every control character itself."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {json_safe(str(key)): json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
+
+
 def write_summary(folder: Path, summary: dict[str, Any]) -> Path:
     path = Path(folder) / "summary.json"
-    _atomic_write(path, json.dumps(summary, indent=2, sort_keys=False, default=str))
+    text = json.dumps(json_safe(json.loads(json.dumps(summary, default=str))), indent=2, sort_keys=False,
+                      allow_nan=False)
+    _atomic_write(path, text)
     return path
 
 
@@ -138,9 +160,10 @@ def junit_cases(summary: dict[str, Any]) -> list[junit.Case]:
                                     failure="inventory consistency violated" + (f": {counts}" if counts else "")))
         elif state is None:
             cases.append(junit.Case("consistency", "inventory oracle",
-                                    skipped="inconclusive: " + str(consistency.get("note", "no product could be decided"))))
+                                    skipped=f"inconclusive: {inconclusive_reason(consistency)}"))
         else:
             cases.append(junit.Case("consistency", "inventory oracle"))
+    cases += [junit.Case("scenarios", note.partition(" did not run")[0], skipped=note) for note in scenario_notes(summary)]
     return cases
 
 

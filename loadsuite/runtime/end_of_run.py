@@ -10,6 +10,7 @@ import csv
 import io
 import logging
 import os
+import re
 import sys
 import time
 from datetime import datetime, timezone
@@ -22,10 +23,11 @@ from .. import openmodel, oracle
 from ..oracle import wiring as oracle_wiring
 from ..config.urls import redact
 from ..reporting import verdict
-from ..reporting.console import use_colour
+from ..reporting.folders import FolderError, new_run_folder
+from ..reporting.console import terminal_safe, use_colour
 from ..distributed import final_reports
 from .custom_stats import STATS
-from .run import SuiteRun
+from .run import SuiteRun, TestRun
 
 logger = logging.getLogger("product_service_suite")
 
@@ -48,17 +50,19 @@ def on_quitting(run: SuiteRun, environment, **_kwargs) -> None:
               file=sys.stderr, flush=True)
 
 
-def finish(run: SuiteRun, environment) -> dict[str, Any]:
+def finish(run: SuiteRun, environment, test: TestRun | None = None) -> dict[str, Any]:
     """The end of a test, once per test: collect, judge, write. Returns the summary (what summary.json holds).
 
-    A full or read-only disk never hides the verdict: it is printed first, and every file that cannot be
-    written is recorded in the test's write_errors (the exit code becomes 4)."""
-    test = run.test
+    Bound to its own TestRun (the current one unless given): in a web UI session the next test may start while this
+    one is judged, and nothing here reads or writes that one's state. A full or read-only disk never hides the
+    verdict: it is printed first, and every file that cannot be written is recorded in the test's write_errors
+    (the exit code becomes 4)."""
+    test = test or run.test
     if test.summary is not None:
         return test.summary
     collect(environment)
-    summary = judge(run, environment)
-    write(run, environment, summary)
+    summary = judge(run, environment, test)
+    write(run, environment, summary, test)
     test.summary = summary
     return summary
 
@@ -69,26 +73,28 @@ def collect(environment) -> None:
     final_reports.collect(environment)
 
 
-def judge(run: SuiteRun, environment) -> dict[str, Any]:
-    """The oracle's check, the thresholds and the verdict, as the summary."""
+def judge(run: SuiteRun, environment, test: TestRun) -> dict[str, Any]:
+    """Measure (Locust's and the custom statistics, read at once, before anything waits), then the oracle's check
+    (it waits for the final stock), then the thresholds and the verdict, as the summary."""
+    measured = measure(run, environment, test)
     oracle_result = oracle.finalize(environment) if run.config.oracle.enabled else None
     consistency = oracle_result.to_dict() if oracle_result is not None else {"enabled": False, "passed": None}
     consistency["enabled"] = oracle_result is not None
     if oracle_result is not None:
         consistency.update(oracle_wiring.receipt(environment))
-    return build_summary(run, environment, consistency, STATS.snapshot())
+    return build_summary(run, environment, consistency, measured, test)
 
 
-def write(run: SuiteRun, environment, summary: dict[str, Any]) -> None:
+def write(run: SuiteRun, environment, summary: dict[str, Any], test: TestRun) -> None:
     """The console lines, then custom_report.csv, summary.json and junit.xml; the verdict block comes last."""
     folder = results_dir(run, environment)
     print(custom_table(), flush=True)
     for line in summary["lost"]:
-        print(f"lost: {line}", flush=True)
+        print(f"lost: {terminal_safe(line)}", flush=True)
     if summary["setup_s"] >= 1:
         print(f"setup (start snapshot, contention stock) took {summary['setup_s']:g} s of the run's clock: "
               f"{summary['load_s']:g} s of load were applied", flush=True)
-    written = all([_try_write(run, name, write) for name, write in (
+    written = all([_try_write(test, name, write) for name, write in (
         ("the results folder", lambda: folder.mkdir(parents=True, exist_ok=True)),
         ("custom_report.csv", lambda: write_custom_report(folder)),
         ("summary.json", lambda: verdict.write_summary(folder, summary)),
@@ -118,31 +124,44 @@ def _print_verdict_last(summary: dict[str, Any], folder: Path) -> None:
         pass
 
 
-def _try_write(run: SuiteRun, name: str, write) -> bool:
+def _try_write(test: TestRun, name: str, write) -> bool:
     try:
         write()
         return True
     except OSError as error:
-        run.test.write_errors.append(f"{name}: {error.strerror or error.__class__.__name__}")
+        test.write_errors.append(f"{name}: {error.strerror or error.__class__.__name__}")
         logger.error("could not write %s: %s", name, error.strerror or error)
         return False
 
 
-def build_summary(run: SuiteRun, environment, consistency: dict[str, Any], custom: dict[str, Any]) -> dict[str, Any]:
-    config = run.config
+def measure(run: SuiteRun, environment, test: TestRun) -> dict[str, Any]:
+    """What the summary takes from Locust's and the custom statistics, read in one go, without waiting: a next test
+    (web UI) clears both when it starts."""
     stats = environment.stats
-    totals = verdict.entry_metrics(stats.total)
-    endpoints = verdict.endpoint_rows(stats)
+    ended = test.stopped_at or time.time()
+    load_started = test.load_started_at or ended
+    load_s = round(max(0.0, ended - load_started), 2)
+    runner = environment.runner
+    return {"totals": verdict.entry_metrics(stats.total), "endpoints": verdict.endpoint_rows(stats),
+            "custom": STATS.snapshot(), "final_users": runner.user_count if runner else 0,
+            "user_classes": sorted(cls.__name__ for cls in environment.user_classes), "ended": ended,
+            "load_started": load_started, "load_s": load_s,
+            "scenarios": {scenario.name: scenario.report(environment, load_s) for scenario in run.scenarios}}
+
+
+def build_summary(run: SuiteRun, environment, consistency: dict[str, Any], measured: dict[str, Any],
+                  test: TestRun) -> dict[str, Any]:
+    config = run.config
+    totals, endpoints = measured["totals"], measured["endpoints"]
     thresholds = verdict.evaluate_thresholds(totals, endpoints, config.thresholds)
     decision = verdict.decide(thresholds, consistency, config.thresholds.consistency)
-    test = run.test
     started = test.started_at
-    ended = test.stopped_at or time.time()
+    ended = measured["ended"]
     options = environment.parsed_options
     planned = getattr(options, "run_time", None) if options else None
     runner = environment.runner
     lost = [client.id for client in runner.clients.all if client.state == "missing"] if isinstance(runner, MasterRunner) else []
-    load_started = test.load_started_at or ended
+    load_started, load_s = measured["load_started"], measured["load_s"]
     return {
         "run_id": results_dir(run, environment).name,
         "host": redact(environment.host or config.service.base_url),
@@ -151,20 +170,22 @@ def build_summary(run: SuiteRun, environment, consistency: dict[str, Any], custo
         "duration_s": round(ended - started, 2),
         # load_s: seconds users could run (test start listeners done -> stop); setup_s: what the start snapshot
         # and contention setup took out of the run's -t clock (Locust arms it before they run).
-        "load_s": round(max(0.0, ended - load_started), 2),
+        "load_s": load_s,
         "setup_s": round(max(0.0, load_started - started), 2),
         "interrupted": run.interrupted or (bool(planned) and (ended - started) < planned - max(5.0, planned * 0.1)),
         "client": config.service.client,
         "shape": config.load_shape.name,
-        "users": {"peak": test.peak_users, "final": runner.user_count if runner else 0},
-        "user_classes": sorted(cls.__name__ for cls in environment.user_classes),
+        "users": {"peak": test.peak_users, "final": measured["final_users"]},
+        "user_classes": measured["user_classes"],
         "workers": {"count": test.peak_workers, "lost": lost},
         "totals": totals,
         "endpoints": endpoints,
-        "custom_stats": custom,
+        "custom_stats": measured["custom"],
         "thresholds": verdict.threshold_dicts(thresholds),
         "consistency": consistency,
         "open_model": openmodel.summary(environment),
+        # what each scenario the verdict relies on did (the flash sale: whether it opened, else why not)
+        "scenarios": measured["scenarios"],
         "monitoring": run.monitor.stats() if run.monitor is not None else None,
         "lost": [f"worker {worker}: stopped answering (no heartbeat); its traffic after that and its oracle records "
                  f"never arrived, so its buys are unknown to the oracle" for worker in lost],
@@ -173,7 +194,7 @@ def build_summary(run: SuiteRun, environment, consistency: dict[str, Any], custo
 
 
 def results_dir(run: SuiteRun, environment) -> Path:
-    """--results-dir, else the folder of --csv, else results/<run id>."""
+    """--results-dir, else the folder of --csv, else a new results/<run id> (made once per process)."""
     if run.results_dir is None:
         options = environment.parsed_options
         chosen = getattr(options, "results_dir", "") if options else ""
@@ -182,16 +203,35 @@ def results_dir(run: SuiteRun, environment) -> Path:
             run.results_dir = Path(chosen)
         elif csv_prefix and os.path.dirname(csv_prefix):
             run.results_dir = Path(os.path.dirname(csv_prefix))
-        else:
-            run.results_dir = Path("results") / run.run_id
+        else:  # Locust run directly: a folder of this run's own, even when another starts in the same second
+            try:
+                run.results_dir = new_run_folder(Path("results"), run.run_id)
+            except FolderError:  # the writes that follow record why (exit code 4)
+                run.results_dir = Path("results") / run.run_id
     return run.results_dir
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")  # what a spreadsheet would run as a formula (OWASP's list)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def csv_cell(value: object) -> object:
+    """A custom_report.csv cell a spreadsheet shows as text: a text cell that starts like a formula gets a leading
+    apostrophe (a key can carry text from a worker or a category name), a lone surrogate (no UTF-8 for it: the
+    write would fail) becomes U+FFFD; numbers stay numbers."""
+    if not isinstance(value, str):
+        return value
+    value = _SURROGATE.sub("\ufffd", value)
+    return "'" + value if value.startswith(_FORMULA_START) else value
 
 
 def write_custom_report(folder: Path) -> Path:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["metric", "key", "value"])
-    writer.writerows(STATS.rows())
+    writer.writerows([csv_cell(cell) for cell in row] for row in STATS.rows())
     path = folder / "custom_report.csv"
     path.write_text(buffer.getvalue(), encoding="utf-8")
     return path
@@ -200,7 +240,7 @@ def write_custom_report(folder: Path) -> Path:
 def custom_table() -> str:
     lines = ["", "=== Custom statistics " + "=" * 50]
     for metric, key, value in STATS.rows():
-        lines.append(f"{metric + (' ' + key if key else ''):<60}{value:>12}")
+        lines.append(f"{terminal_safe(metric + (' ' + key if key else '')):<60}{value:>12}")
     return "\n".join(lines)
 
 
@@ -248,7 +288,7 @@ def _write_html_report(run: SuiteRun, environment) -> None:
         logger.error("could not build %s: %s", run.html_file, error)
         return
     path = Path(run.html_file)
-    _try_write(run, path.name, lambda: (path.parent.mkdir(parents=True, exist_ok=True),
+    _try_write(run.test, path.name, lambda: (path.parent.mkdir(parents=True, exist_ok=True),
                                         path.write_text(redact_text(html, environment.host), encoding="utf-8")))
 
 
@@ -266,7 +306,7 @@ def _write_final_csv(run: SuiteRun, environment) -> None:
         def rewrite(path=prefix + suffix, write=write) -> None:
             with open(path, "w", newline="", encoding="utf-8") as file:
                 write(csv.writer(file))
-        _try_write(run, Path(prefix + suffix).name, rewrite)
+        _try_write(run.test, Path(prefix + suffix).name, rewrite)
 
 
 def redact_text(text: str, url: str | None) -> str:

@@ -57,6 +57,7 @@ class SuiteRun:
         self.test: TestRun | None = None  # None until the first test starts
         # Every part's per-test state, reset with the new TestRun (event_hooks.register adds the parts).
         self.resets: list[Callable[[TestRun], None]] = [lambda _test: STATS.reset()]
+        self.scenarios: list = []  # begin(test) with every test, report(environment, load_s) in its summary
         self.contended: str | None = None
         self.monitor = None
         self.interrupted = False
@@ -76,6 +77,12 @@ class SuiteRun:
     def current_summary(self) -> dict[str, Any] | None:
         """The last finished test's summary (what summary.json holds), or None while a test is going on."""
         return self.test.summary if self.test is not None else None
+
+    def verdict_pending(self) -> TestRun | None:
+        """The test whose verdict is being worked out (it stopped, its summary is not written yet), else None: the web
+        tab waits for that one only, never for a test that has just started."""
+        test = self.test
+        return test if test is not None and test.stopped_at is not None and test.summary is None else None
 
     def contended_product(self, host: str) -> str | None:
         """The product ContentionUser buys: configured, or the first catalogue name (the same on every worker)."""
@@ -131,7 +138,7 @@ class SuiteRun:
         if environment.web_ui is not None and not isinstance(environment.runner, WorkerRunner):
             def finish_then_allow_quit() -> None:  # the UI shows the verdict as soon as a test stops
                 try:
-                    finish(environment)
+                    finish(environment, test)  # this test's, even if the next one starts meanwhile
                 finally:
                     test.ending = False  # between tests, Ctrl-C quits the web UI as usual
             gevent.spawn(finish_then_allow_quit)

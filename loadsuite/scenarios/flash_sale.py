@@ -23,6 +23,8 @@ from locust.user.task import DefaultTaskSet
 from ..config.schema import FlashSaleConfig
 
 BUYING_TASK = "buy_product"  # a user type whose mix (after --tags) has this task joins the sale
+RESTOCK_REQUEST = "Flash_Sale_Restock"  # the request name of the opening stock update (locustfile.py sends it)
+WITHOUT_IT = "race detection was off: lost updates under concurrent buys are unlikely to show"
 
 
 class _Opening:
@@ -41,11 +43,37 @@ class FlashSale:
     """When the sale is open for a user, and what that user does then (the two request blocks come from the
     locustfile: `buy(user, product)` returns whether the product is sold out, `restock(user) -> product or None`)."""
 
+    name = "flash_sale"  # its key in summary.json's scenarios
+
     def __init__(self, config: FlashSaleConfig, buy: Callable, restock: Callable, wait_s: float) -> None:
         self.config = config
         self._buy, self._restock, self._wait_s = buy, restock, wait_s
         self._run: float | None = None  # the current test's start (epoch seconds), None before the first
         self._opening = _Opening()
+
+    def report(self, environment, load_s: float) -> dict:
+        """Whether this test's sale opened (summary.json's flash_sale), and if not, why, from what every process
+        shares (on a master the workers run the sale): its restock requests in Locust's stats, the run's user types,
+        how long the load lasted."""
+        config = self.config
+        if not config.enabled:
+            return {"enabled": False, "opened": False, "why": None}
+        restocks = [entry for entry in environment.stats.entries.values() if entry.name == RESTOCK_REQUEST]
+        tried = sum(entry.num_requests for entry in restocks)
+        opened = any(entry.num_requests > entry.num_failures for entry in restocks)
+        if opened:
+            why = None
+        elif tried:
+            why = f"its opening stock update failed ({tried} tried)"
+        elif load_s < config.start_seconds:
+            why = (f"the load lasted {load_s:g} s and the sale opens at {config.start_seconds:g} s "
+                   "(flash_sale.start_seconds)")
+        elif not any(any(getattr(task, "__name__", "") == BUYING_TASK for task in cls.tasks)
+                     for cls in environment.user_classes):
+            why = f"no user type of this run buys ({BUYING_TASK} is not among its tasks)"
+        else:
+            why = "no buyer was running when it opened"
+        return {"enabled": True, "opened": opened, "why": why and f"{why}: {WITHOUT_IT}"}
 
     def begin(self, test) -> None:
         """A new test (SuiteRun resets every part when one starts): its sale is not open yet."""

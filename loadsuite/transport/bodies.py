@@ -210,9 +210,11 @@ def _fast_response_class(max_bytes: int) -> type:
 
 def bound_fast_session(session, max_bytes: int) -> None:
     """Make a FastHttpSession read every body through BoundedFastResponse with this limit, and every head within
-    MAX_HEAD_BYTES (once per user)."""
+    MAX_HEAD_BYTES, and never follow a redirect (once per user): the contract has none, and a target that sends
+    one must not take the users to another origin (the validators judge the 3xx)."""
     _bound_heads()
     session.client.response_type = _fast_response_class(max_bytes)
+    session.client.redirect_response_codes = frozenset()  # what FastHttpSession does for allow_redirects=False
 
 
 class _BoundedRaw:
@@ -251,8 +253,10 @@ def bound_requests_session(session, max_bytes: int) -> None:
 
 
 def with_timeout(request, timeout: float):
-    """Give every request of a requests-based session the configured timeout (requests has no default)."""
+    """Give every request of a requests-based session the configured timeout (requests has no default) and no
+    redirect following (requests follows them by default, to any origin; the validators judge the 3xx)."""
     def request_with_timeout(method, url, **kwargs):
         kwargs.setdefault("timeout", timeout)
+        kwargs["allow_redirects"] = False  # not setdefault: Session.get() itself passes allow_redirects=True
         return request(method, url, **kwargs)
     return request_with_timeout

@@ -1,6 +1,7 @@
 """The one client that talks to the target outside Locust's request path: health, stock snapshots, setup.
 
-urllib3 (the monitoring writer's client too), one connection per call, no redirects followed, no retries.
+urllib3 (the monitoring writer's client too), one connection per call, no retries, and no redirect followed: a 3xx is a
+ServiceError naming its Location.
 Every call has a total deadline, not only a per-read timeout: a watchdog closes the connection when it
 passes, so a target that answers one byte at a time cannot hold a phase of the run (start snapshot,
 contention setup, end snapshot, health check) beyond it. Answers are bounded: the head by the standard
@@ -19,6 +20,8 @@ from urllib.parse import urlsplit
 
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import HTTPError, ProtocolError, ReadTimeoutError, SSLError
+
+from .headers import describe_location
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 DEFAULT_DEADLINE_S = 5.0
@@ -63,6 +66,10 @@ class ServiceClient:
             conn.request(method, self._prefix + path, body=payload, headers=headers, preload_content=False,
                          decode_content=False)
             response = conn.getresponse()
+            if 300 <= response.status < 400:  # never followed: the contract has none, and it may leave the origin
+                where = describe_location(response.headers.get("Location"), self.base_url + path)
+                raise ServiceError(f"{what} answered {response.status}, a redirect to {where}: not followed "
+                                   "(the contract has no redirects)")
             chunks, size = [], 0
             while chunk := response.read(_CHUNK):
                 size += len(chunk)
@@ -174,8 +181,8 @@ def snapshot_stock(base_url: str | None, deadline_s: float = DEFAULT_DEADLINE_S,
             return client.stock_levels(deadline_s=left), None
         except ServiceError as error:
             reason = str(error)
-            if "unexpected body" in reason or "non-integer" in reason:
-                break
+            if "unexpected body" in reason or "non-integer" in reason or "a redirect" in reason:
+                break  # the same answer again: asking again only spends the deadline
         if attempt + 1 < attempts:
             time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
     return None, reason

@@ -26,6 +26,7 @@ from typing import Any
 import gevent
 
 from ..reporting.format import fmt_metric
+from ..reporting.console import inconclusive_reason, scenario_notes
 from ..reporting.verdict import violation_counts
 
 TAB_KEY = "verdict"
@@ -33,17 +34,20 @@ TAB_TITLE = "Verdict & custom stats"
 COLUMNS = (("section", "Section"), ("metric", "Metric"), ("scope", "Scope / key"), ("limit", "Limit"),
            ("observed", "Observed"), ("result", "Result"))
 MAX_ROWS = 300  # the UI renders slowly with many rows (Locust caps its own tables at 500)
-MAX_TEXT = 160
+MAX_TEXT = 300  # a cell; a reason with a redirect Location fits
 VERDICT_WAIT_S = 20.0
 STOPPED_STATES = frozenset({"stopping", "cleanup", "stopped"})
 STATS_ENDPOINT = "locust.request_stats"
+SWARM_ENDPOINT = "locust.swarm"
 DEFAULT_LOGIN_USER = "locust"
 
 Summary = Callable[[], "dict[str, Any] | None"]
 
 
-def install(environment, current_summary: Summary, custom_stats: Callable[[], dict[str, Any]]) -> None:
-    """Attach the tab to the web UI of this process (no-op without a web UI)."""
+def install(environment, current_summary: Summary, custom_stats: Callable[[], dict[str, Any]],
+            pending: Callable[[], object] = lambda: None) -> None:
+    """Attach the tab to the web UI of this process (no-op without a web UI). `pending()` names the stopped test
+    whose verdict is being worked out (None when there is none): the first poll after a stop waits for that one."""
     web_ui = environment.web_ui
     if web_ui is None:
         return
@@ -54,7 +58,7 @@ def install(environment, current_summary: Summary, custom_stats: Callable[[], di
     web_ui.template_args["extended_tabs"] = [{"key": TAB_KEY, "title": TAB_TITLE}]
     web_ui.template_args["extended_tables"] = [
         {"key": TAB_KEY, "structure": [{"key": key, "title": title} for key, title in COLUMNS]}]
-    waiter = VerdictWaiter(current_summary, VERDICT_WAIT_S)
+    waiter = VerdictWaiter(current_summary, pending, VERDICT_WAIT_S)
 
     from flask import request  # only processes with a web UI need Flask
 
@@ -93,6 +97,33 @@ def offer_default_classes(environment, web_ui) -> None:
 
     web_ui.update_template_args = update_with_defaults
     update_with_defaults()
+    choose_on_demand_classes_only_by_name(environment, web_ui, kept)
+
+
+def choose_on_demand_classes_only_by_name(environment, web_ui, kept: list[str]) -> None:
+    """POST /swarm without user_classes runs every class Locust knows: an on-demand one (ContentionUser) only when
+    this request names it, or the command line did (it is then among `kept`). Locust turns the request's choice
+    into environment.user_classes in one method, `_update_user_classes`: the choice is filtered there, and the
+    answer's user_classes list says what really runs."""
+    from flask import has_request_context, request
+
+    update_user_classes = web_ui._update_user_classes
+
+    def update_chosen(user_classes) -> None:
+        named = set(request.form.getlist("user_classes")) if has_request_context() else set()
+        update_user_classes({name: cls for name, cls in user_classes.items()
+                             if not getattr(cls, "on_demand", False) or name in named or name in kept})
+
+    web_ui._update_user_classes = update_chosen
+
+    @web_ui.app.after_request
+    def say_what_runs(response):
+        if request.endpoint == SWARM_ENDPOINT and response.status_code == 200 and response.is_json:
+            answer = response.get_json()
+            if isinstance(answer, dict) and "user_classes" in answer:
+                answer["user_classes"] = sorted(cls.__name__ for cls in environment.user_classes)
+                response.set_data(json.dumps(answer))
+        return response
 
 
 def web_login_credentials(env: Mapping[str, str] | None = None) -> tuple[str, str]:
@@ -140,25 +171,27 @@ def install_login(environment, credentials: tuple[str, str]) -> None:
 
 
 class VerdictWaiter:
-    """Waits (at most VERDICT_WAIT_S per stopped test) for the verdict the stopped test is about to get."""
+    """Waits (at most VERDICT_WAIT_S per stopped test) for the verdict of the test that has just stopped; never for
+    a test that has not stopped (the next test's first poll, while its start snapshot runs, answers at once)."""
 
-    def __init__(self, current_summary: Summary, wait_s: float = VERDICT_WAIT_S, poll_s: float = 0.1) -> None:
+    def __init__(self, current_summary: Summary, pending: Callable[[], object], wait_s: float = VERDICT_WAIT_S,
+                 poll_s: float = 0.1) -> None:
         self.current_summary = current_summary
+        self.pending = pending
         self.wait_s = wait_s
         self.poll_s = poll_s
-        self.deadline: float | None = None
+        self.waited_for: object = None  # the stopped test the deadline belongs to
+        self.deadline = 0.0
 
-    def summary_for(self, runner) -> dict[str, Any] | None:
-        summary = self.current_summary()
-        if runner.state not in STOPPED_STATES:
-            self.deadline = None
-            return summary
-        if self.deadline is None:
-            self.deadline = time.monotonic() + self.wait_s
-        while summary is None and time.monotonic() < self.deadline:
+    def summary_for(self, _runner=None) -> dict[str, Any] | None:
+        test = self.pending()
+        if test is None:
+            return self.current_summary()
+        if test is not self.waited_for:
+            self.waited_for, self.deadline = test, time.monotonic() + self.wait_s
+        while self.pending() is test and time.monotonic() < self.deadline:
             gevent.sleep(self.poll_s)
-            summary = self.current_summary()
-        return summary
+        return self.current_summary()
 
 
 def tab_rows(summary: Mapping[str, Any] | None, live_stats: Mapping[str, Any], state: str) -> list[dict[str, str]]:
@@ -192,6 +225,8 @@ def verdict_rows(summary: Mapping[str, Any]) -> list[dict[str, str]]:
                          observed=format_value(metric, threshold.get("observed")),
                          result="PASS" if threshold.get("passed") else "FAIL"))
     rows.extend(consistency_rows(summary.get("consistency") or {}))
+    rows.extend(_row("scenario", note.partition(" did not run")[0], "", observed=note.partition(": ")[2],
+                     result="did not run") for note in scenario_notes(summary))
     return rows
 
 
@@ -206,6 +241,9 @@ def consistency_rows(consistency: Mapping[str, Any]) -> list[dict[str, str]]:
     result = {True: "passed", False: "FAILED"}.get(passed, "inconclusive")
     rows = [_row("consistency", "inventory oracle", "all products", limit="0 violations", observed=observed,
                  result=result)]
+    why = inconclusive_reason(consistency)
+    if why:
+        rows.append(_row("consistency", "why inconclusive", "", observed=why, result="inconclusive"))
     units = consistency.get("violation_units") or {}
     for kind, count in violation_counts(consistency).items():
         size = f" ({units[kind]} units)" if units.get(kind) else ""
