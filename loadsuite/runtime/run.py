@@ -34,6 +34,8 @@ class SuiteRun:
         self.config = config
         # run_tests.sh exports RUN_ID to the master and every worker so their points and records agree.
         self.run_id = os.environ.get("RUN_ID") or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        # run_tests.sh started the bundled reference service for this run (on a port of its own each time).
+        self.bundled_service = os.environ.get("LOADSUITE_BUNDLED_SERVICE") == "1"
         self.results_dir: Path | None = None
         self.started_at: float | None = None
         self.stopped_at: float | None = None

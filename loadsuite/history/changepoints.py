@@ -1,0 +1,84 @@
+"""Change points in one metric over a run history: ruptures' PELT proposes them, a rank test keeps the real ones.
+
+PELT (ruptures) finds the segmentation of the whole history with the least squared error plus a penalty per
+change, on the series scaled by a robust estimate of its run-to-run noise (the median absolute difference of
+neighbours, which a step or a slow drift hardly moves), so one penalty fits a quiet metric and a noisy one.
+ruptures has no significance test, so each proposed change is then checked the way Apache Otava splits and
+merges: the runs between the neighbouring change points on either side are compared with a two-sided
+Mann-Whitney U test (scipy, which ruptures brings); the least significant change is merged away and the test
+repeated until every remaining change is significant. A rank test, not a t-test: a single wild run (a noisy
+CI machine) moves ranks by one, so it never makes a change by itself, and latency is far from normal.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import ruptures
+from scipy.stats import mannwhitneyu
+
+MIN_SEGMENT = 2  # runs on each side of a change: with one, no rank test can tell a change from an odd run
+ALPHA = 0.01  # the largest p-value of a change that is kept
+PENALTY = 5.0  # per change, times log(runs), in units of the noise variance (BIC uses 2; 5 halves the false alarms, bench/history.py)
+NORMAL_MAD = 0.6744897501960817  # the MAD of a standard normal: MAD / this estimates sigma
+MAX_POINTS = 2000  # PELT is quadratic in the worst case: only the newest points of a longer history are searched
+
+
+@dataclass(frozen=True)
+class Change:
+    """A change that starts at position `index` of the series (the first run of the new level)."""
+
+    index: int
+    before: float  # median of the segment before the change (in the series' own units)
+    after: float  # median of the segment from the change to the next one (or the end)
+    p_value: float
+
+
+def noise_scale(values: np.ndarray, floor: float) -> float:
+    """Run-to-run noise as a standard deviation, from neighbours' differences (robust to steps and outliers)."""
+    if len(values) < 3:
+        return floor
+    diffs = np.abs(np.diff(values))
+    sigma = float(np.median(diffs)) / NORMAL_MAD / math.sqrt(2.0)
+    return max(sigma, floor)
+
+
+def find_changes(values: Sequence[float], *, floor: float, min_segment: int = MIN_SEGMENT, alpha: float = ALPHA,
+                 penalty: float = PENALTY) -> list[Change]:
+    """The significant changes of a series of finite numbers in run order (detection on the values as given:
+    pass logarithms for latencies and rates). `floor` is the smallest noise worth calling noise, in the
+    series' units: a series flatter than that is scaled by the floor, so a constant series has no change."""
+    x = np.asarray(values, dtype=float)
+    offset = max(0, len(x) - MAX_POINTS)
+    x = x[offset:]
+    if len(x) < 2 * min_segment or not np.all(np.isfinite(x)):
+        return []
+    scale = noise_scale(x, floor)
+    z = (x - float(np.median(x))) / scale
+    detector = ruptures.Pelt(model="l2", min_size=min_segment, jump=1).fit(z)
+    bounds = [0, *detector.predict(pen=penalty * math.log(len(x)))]  # ends with len(x)
+    tested = _merge_until_significant(x, bounds, alpha)
+    return [Change(index=offset + b, before=float(np.median(x[a:b])), after=float(np.median(x[b:c])), p_value=p)
+            for (a, b, c), p in tested]
+
+
+def _merge_until_significant(x: np.ndarray, bounds: list[int], alpha: float) -> list[tuple[tuple[int, int, int], float]]:
+    """Drop the least significant inner bound until every one left has p <= alpha (at most len(bounds) rounds)."""
+    for _ in range(len(bounds)):
+        triples = [(bounds[i - 1], bounds[i], bounds[i + 1]) for i in range(1, len(bounds) - 1)]
+        if not triples:
+            return []
+        scored = [(t, _p_value(x[t[0]:t[1]], x[t[1]:t[2]])) for t in triples]
+        worst = max(range(len(scored)), key=lambda i: scored[i][1])
+        if scored[worst][1] <= alpha:
+            return scored
+        del bounds[worst + 1]
+    return []
+
+
+def _p_value(before: np.ndarray, after: np.ndarray) -> float:
+    if np.ptp(np.concatenate([before, after])) == 0:
+        return 1.0  # all equal: nothing changed (and the test is undefined)
+    return float(mannwhitneyu(before, after, alternative="two-sided").pvalue)
