@@ -11,7 +11,7 @@ Usage:
   .venv/bin/python analyze_results.py --history RESULTS_ROOT [--out DIR] [--recent 3] [tolerances as above]
       Reads every run folder under RESULTS_ROOT (summary.json, and capacity.json where the capacity finder
       ran), groups the comparable runs, finds the change points of p50/p95/p99, error rate, throughput,
-      consistency and capacity per request (ruptures' PELT, kept when a Mann-Whitney test says p <= 0.01),
+      consistency and capacity per request (ruptures' PELT, kept when a significance test says p <= 0.001),
       writes history.md, history.json and history_g*_*.png into DIR (default RESULTS_ROOT/history) and exits
       1 when the latest run regressed: a change point within its last --recent runs moved a metric the wrong
       way beyond the tolerance (the same rules as compare mode, on the medians before and after the change).

@@ -8,7 +8,8 @@ Prints, on synthetic series of weekly runs (log-normal noise, seeded):
   heavy-tailed Student-t noise);
 - detection: the share of steps at run 20 of 30 found at run 20 (and the share with another change point
   besides), by step size and noise;
-- delay: the share of steps found with only 2, 3, 4 or 6 runs on the new level, and of slow drifts.
+- delay: the share of steps found with only 2, 3, 4 or 6 runs on the new level (and after a short level),
+  of one wild last run taken for a change, and of slow drifts found.
 """
 from __future__ import annotations
 
@@ -92,6 +93,16 @@ def quality(histories: int) -> dict:
             x[20:] += np.log(1.3)
             found.append(any(abs(c.index - 20) <= 1 for c in find_changes(x, floor=FLOOR)))
         out["delay"][f"+30% step, {after} runs on the new level"] = share(found)
+    wild, short = [], []
+    for s in range(histories):
+        x = np.r_[series(s, 20, 0.05), np.log(100.0)]  # 20 quiet runs, then one at 2x
+        wild.append(any(c.index >= 19 for c in find_changes(x, floor=FLOOR)))
+        x = series(s, 31, 0.05)
+        x[19:29] += np.log(0.75)  # 19 runs, 10 runs 25% faster, then 2 runs 60% slower than those
+        x[29:] += np.log(0.75 * 1.6)
+        short.append(any(c.index == 29 for c in find_changes(x, floor=FLOOR)))
+    out["delay"]["one 2x run after 20 quiet ones (a false change)"] = share(wild)
+    out["delay"]["+60% for 2 runs after a 10-run level"] = share(short)
     for per_run in (0.005, 0.01, 0.02):
         drift = np.log(1 + per_run) * np.arange(30)
         out["drift"][f"{per_run:.1%} a run over 30 runs, 5% noise"] = share(

@@ -63,7 +63,7 @@ def _mark(change: SeriesChange) -> str:
 
 def settings_text(trend: Trend) -> str:
     s = trend.settings
-    return (f"change points: ruptures PELT, each kept at Mann-Whitney p <= {s.alpha:g} with at least "
+    return (f"change points: ruptures PELT, each kept at p <= {s.alpha:g} (Mann-Whitney; a t-test when the two sides do not overlap) with at least "
             f"{s.min_segment} runs on each side; the latest run is judged on changes that started within its "
             f"last {s.recent} runs; tolerances: {tolerance_text(s.tolerances)}; any rise of oracle violations")
 

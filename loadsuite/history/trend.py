@@ -49,7 +49,7 @@ class SeriesChange:
 @dataclass(frozen=True)
 class Watch:
     """The latest run alone is worse than every run of its level, beyond the tolerance: too soon to call it a
-    change (a rank test needs MIN_SEGMENT runs on the new level), so it is named, not judged."""
+    change (a change needs MIN_SEGMENT runs on its new level), so it is named, not judged."""
 
     level: float  # median of the runs since the last change, the latest one left out
     runs: int  # how many runs that level has
