@@ -175,7 +175,7 @@ def markdown(trend: Trend) -> str:
     runs = sum(len(g.group.runs) for g in trend.groups)
     lines = [f"# Run history: {runs} runs in {len(trend.groups)} comparable group(s)", ""]
     marks = {"REGRESSION": FAIL, "no regression": PASS}
-    lines += [f"{marks.get(line.split(':')[0], UNKNOWN)} **{md_escape(line)}**" for line in verdict_lines(trend)] + [""]
+    lines += [f"- {marks.get(line.split(':')[0], UNKNOWN)} **{md_escape(line)}**" for line in verdict_lines(trend)] + [""]
     lines += [f"How: {md_escape(settings_text(trend))}.", ""]
     if len(trend.groups) > 1:
         lines += [f"{UNKNOWN} Runs that differ in users, shape, host, client, user classes, suite version or "
