@@ -17,18 +17,21 @@ import monitoring
 
 from loadsuite import openmodel, oracle
 from loadsuite.config import SuiteConfig, influxdb_token
-from loadsuite.runtime import end_of_run, final_reports
+from loadsuite.distributed import final_reports
+from loadsuite.runtime import end_of_run
 from loadsuite.runtime.attach import attach_listeners
 from loadsuite.runtime.custom_stats import STATS
 from loadsuite.runtime.run import SuiteRun, normalise_host, refuse_bad_locust_arguments, select_user_classes
 from loadsuite.webui import tab
 
 
-def register(events, config: SuiteConfig) -> SuiteRun:
-    """Attach the suite's listeners to Locust's events (once per process); returns the run they share."""
+def register(events, config: SuiteConfig, scenarios=()) -> SuiteRun:
+    """Attach the suite's listeners to Locust's events (once per process); returns the run they share.
+    `scenarios` (the flash sale) begin with every test: their begin(test) runs with the other parts' resets."""
     events.init_command_line_parser.add_listener(_add_arguments)
     refuse_bad_locust_arguments(config)  # `locust -f locustfile.py ...` is as strict as run_tests.sh
     run = SuiteRun(config)
+    run.resets += [scenario.begin for scenario in scenarios]
     finish = partial(end_of_run.finish, run)
     end_of_run.guard_locust_csv_writer()
     events.init.add_listener(lambda environment, **_kw: _on_init(run, environment))
@@ -58,6 +61,9 @@ def _on_init(run: SuiteRun, environment) -> None:
     if config.oracle.enabled:
         oracle.install(environment, config.oracle)
         pairs += oracle.listeners(environment)
+    # Every part's per-test state starts over in one place: SuiteRun.on_test_start, the first test_start listener.
+    run.resets += [lambda _test: openmodel.reset(environment), lambda _test: oracle.reset(environment),
+                   lambda _test: final_reports.reset(environment)]
     tab.install(environment, run.current_summary, STATS.snapshot)
     run.monitor = monitoring.install(environment, config.monitoring.influxdb, influxdb_token(), run.run_id,
                                  custom_stats=STATS.snapshot)

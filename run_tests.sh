@@ -56,7 +56,7 @@ start_detached() {  # LOG COMMAND...: in a session of its own, out of the termin
             > "$log" 2>&1 < /dev/null &
     fi
 }
-free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+free_port() { "$PY" -m loadsuite.cli.ports; }
 check_health() { "$PY" -m loadsuite.cli.health "$1" "${2:-3}" ${3:+"$3"}; }  # URL [DEADLINE_S [PID: wait for it]]: 0 when /health answers 200
 
 # --- arguments ------------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from loadsuite.cli.ports import free_port  # noqa: E402 - after the path
+
 TEMPLATE = ROOT / "bench" / "nginx" / "nginx.conf.template"
 BUY_PRODUCT = "Cookbook: Global Cuisine"
 BUY_STOCK = 10**15  # never runs out during a benchmark
@@ -40,12 +44,6 @@ class Result:
     latency_p99_ms: float | None
     non_2xx: int
     socket_errors: int
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def fail(message: str) -> None:

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,22 +24,14 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from loadsuite import catalogue  # noqa: E402 - after the path
+from loadsuite.cli.ports import free_port  # noqa: E402,F401 - the benchmarks import it from here
+
 CATEGORY_SIZES = {"Books": 6, "Electronics": 4, "Apparel": 4, "Kitchenware": 3, "Furniture": 3}
 CANNED_STOCK = 1000  # every product's stock, and every buy's remainingStock (the oracle will call it lost updates)
 BENCH_STOCK_UPDATE = 100_000  # the bench config's only stock value: its body length collides with no invalid payload
 UNKNOWN_PRODUCT = "ProductThatWillNeverExist123"  # config.yaml's test_data.non_existent_product_name
 
-# The suite's user classes and their tasks (mirrors locustfile.py; used to weight the bare scripts' mix).
-USER_TASKS = {
-    "ProductServiceUser": ("browse_all_products", "get_products_by_category", "get_product_details", "buy_product",
-                           "update_stock", "hit_invalid_path", "health_check", "edge_case",
-                           "details_unknown_product", "buy_unknown_product", "buy_beyond_stock",
-                           "invalid_buy_payload", "invalid_stock_payload", "missing_category"),
-    "BrowserUser": ("browse_all_products", "get_products_by_category", "get_product_details", "health_check"),
-    "ShopperUser": ("browse_all_products", "get_product_details", "buy_product", "buy_unknown_product",
-                    "buy_beyond_stock", "invalid_buy_payload"),
-    "AdminUser": ("browse_all_products", "update_stock", "invalid_stock_payload", "health_check"),
-}
 
 
 # Processes ------------------------------------------------------------------------------------------
@@ -48,12 +39,6 @@ USER_TASKS = {
 def fail(message: str, code: int = 2) -> None:
     print(f"bench: error: {message}", file=sys.stderr, flush=True)
     raise SystemExit(code)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def find_tool(name: str, hint: str = "apt-get install -y nginx wrk hey") -> str:
@@ -416,14 +401,15 @@ def request_mix(products: list[dict], config) -> list[dict]:
     With no think time every user runs tasks at about the same rate, so a user class's share of the
     task runs is its share of the users.
     """
-    weights = {**config.scenario_weights.model_dump(), **config.negative_weights.model_dump()}
-    classes = {name: getattr(config.user_types, name) for name in USER_TASKS}
+    shop = catalogue.read()
+    weights = catalogue.configured_task_weights(config)
+    classes = {name: config.user_types.get(name, shop.user_types[name].weight) for name in shop.weighted_user_types}
     total_users = sum(classes.values())
     mix: dict[tuple, dict] = {}
-    for user, tasks in USER_TASKS.items():
+    for user in classes:
         if not classes[user]:
             continue
-        active = {t: weights[t] for t in tasks if weights[t] > 0}
+        active = shop.task_weights(user, weights)
         task_total = sum(active.values())
         for task, weight in active.items():
             requests = _task_requests(task, products, config)

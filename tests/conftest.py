@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from loadsuite.cli.ports import free_port  # noqa: F401 - the tests import it from here
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
@@ -24,13 +26,6 @@ PYTHON = sys.executable
 # Ctrl-C. Children get the terminal's default instead (a Python handler becomes SIG_DFL across exec).
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

@@ -90,16 +90,53 @@ def test_listeners_are_attached_only_in_event_hooks():
     assert places == ["event_hooks.py", "loadsuite/runtime/attach.py"], places
 
 
-def test_task_and_user_type_names_are_defined_once():
-    from loadsuite import names
+def _every_python_file() -> list[Path]:
+    """The suite, the reference service, the benchmarks and the tests: the rules below bind them all."""
+    return sorted({*_suite_modules(), *(ROOT / "bench").rglob("*.py"), *(ROOT / "tests").rglob("*.py"),
+                   *(ROOT / "product_service").glob("*.py")})
 
-    for path in _suite_modules():
-        if path in (PACKAGE / "names.py", PACKAGE / "config" / "schema.py"):  # schema: default weights by name
+
+def test_task_and_user_type_names_are_defined_once():
+    """A task is defined in locustfile.py (def NAME) and weighed in config.yaml; a user type is a class there.
+    Everything else reads them from loadsuite.catalogue: no file repeats a list of them (three or more names
+    within four lines; a test or a bench may name the one or two it is about)."""
+    from loadsuite import catalogue
+
+    shop = catalogue.read()
+    quoted = re.compile(r"[\"'](" + "|".join(map(re.escape, [*shop.tasks, *shop.user_types])) + r")[\"']")
+    offenders = {}
+    # bench/common.py writes out each task's requests for the bare benchmark scripts (the same requests without
+    # the suite's checks): that is its job, and bench/run.py compares the two side by side.
+    for path in _every_python_file():
+        if path in (ROOT / "locustfile.py", ROOT / "bench" / "common.py"):
             continue
-        # A tag may share a task's name; a user type's class body names its own mix: _mix("ThisClass").
-        text = re.sub(r'@tag\([^)]*\)|_mix\("\w+"\)', "", path.read_text(encoding="utf-8"))
-        for name in (*names.TASKS, *names.NEGATIVE_TASKS):
-            # A task is defined in the locustfile (def NAME) and named in config.yaml; no other list repeats it.
-            assert text.count(f'"{name}"') == 0, f"{path.relative_to(ROOT)} spells the task name {name!r}: use loadsuite.names"
-        quoted_types = [user for user in names.USER_TYPES if f'"{user}"' in text]
-        assert len(quoted_types) < 2, f"{path.relative_to(ROOT)} lists user types {quoted_types}: use loadsuite.names"
+        lines = [set(quoted.findall(re.sub(r"@tag\([^)]*\)", "", line)))  # a tag may share a task's name
+                 for line in path.read_text(encoding="utf-8").splitlines()]
+        for start in range(len(lines)):
+            near = set().union(*lines[start:start + 4])
+            if len(near & set(shop.tasks)) >= 3 or len(near & set(shop.user_types)) >= 3:
+                offenders[f"{path.relative_to(ROOT)}:{start + 1}"] = sorted(near)
+                break
+    assert not offenders, f"these files list task or user type names: read them from loadsuite.catalogue: {offenders}"
+
+
+def test_the_catalogue_reads_exactly_the_classes_locust_loads():
+    """catalogue.py reads locustfile.py's source; Locust imports it: both see the same user types, tasks, weights
+    and tags (with the shipped config.yaml, which names every weight its decorator already has)."""
+    import locustfile
+    from locust import User
+
+    from loadsuite import catalogue
+
+    shop = catalogue.read()
+    loaded = {name: cls for name, cls in vars(locustfile).items()
+              if isinstance(cls, type) and issubclass(cls, User) and not cls.__dict__.get("abstract")}
+    assert set(loaded) == set(shop.user_types)
+    for name, cls in loaded.items():
+        user = shop.user_types[name]
+        assert cls.weight == locustfile.CONFIG.user_types.get(name, user.weight)
+        counts = {task.__name__: cls.tasks.count(task) for task in cls.tasks}
+        assert counts == shop.task_weights(name, catalogue.configured_task_weights(locustfile.CONFIG))
+        for task in set(cls.tasks):
+            assert tuple(sorted(getattr(task, "locust_tag_set", ()))) == tuple(sorted(shop.tasks[task.__name__].tags))
+    assert getattr(loaded["ContentionUser"], "on_demand", False) and shop.user_types["ContentionUser"].on_demand

@@ -15,14 +15,13 @@ from pathlib import Path
 import pytest
 
 from config_loader import ConfigError, load_config
+from loadsuite import catalogue
 from conftest import ROOT, free_port
 from fault_proxy import FaultProxy
 
 TRACEBACK = "Traceback (most recent call last)"
-ZERO_TASKS = ("browse_all_products", "get_products_by_category", "get_product_details", "buy_product",
-              "update_stock", "hit_invalid_path", "health_check", "edge_case")
-ZERO_NEGATIVES = ("details_unknown_product", "buy_unknown_product", "buy_beyond_stock", "invalid_buy_payload",
-                  "invalid_stock_payload", "missing_category")
+SHOP = catalogue.read()
+ZERO_TASKS, ZERO_NEGATIVES = SHOP.scenario_tasks, SHOP.negative_tasks
 
 # (case id, config.yaml text, text the one error line must contain); KINDS run through run_tests.sh too
 KINDS = ("yaml_syntax_error", "unknown_section", "wrong_type", "negative_weight", "all_task_weights_zero",
@@ -45,7 +44,7 @@ BAD_FILES = [
      "negative_weights: {" + ", ".join(f"{t}: 0" for t in ZERO_NEGATIVES) + "}\n",
      "scenario_weights and negative_weights are all zero"),
     ("all_user_weights_zero",
-     "user_types: {ProductServiceUser: 0, BrowserUser: 0, ShopperUser: 0, AdminUser: 0}\n",
+     "user_types: {" + ", ".join(f"{u}: 0" for u in SHOP.weighted_user_types) + "}\n",
      "user_types weights are all zero"),
     ("empty_categories", "test_data:\n  categories: []\n", "test_data.categories: must list at least one category"),
     ("empty_category_name", "test_data:\n  categories: [Books, '']\n", "test_data.categories"),
@@ -228,8 +227,8 @@ def test_service_url_is_normalised_like_the_host_argument():
 @pytest.mark.parametrize("args, env, needle", [
     (["Nobody"], {}, "unknown user class 'Nobody'"),
     (["--host", "http://shop:hunter2@127.0.0.1:9"], {}, "carries user info"),
-    (["BrowserUser"], {"config": "scenario_weights: {browse_all_products: 0, get_products_by_category: 0, "
-                                 "get_product_details: 0, health_check: 0}\n"}, "user class BrowserUser has no task"),
+    (["BrowserUser"], {"config": "scenario_weights: {" + ", ".join(
+        f"{t}: 0" for t in SHOP.user_types["BrowserUser"].tasks) + "}\n"}, "user class BrowserUser has no task"),
     (["--tags", "nosuchtag"], {}, "unknown tag 'nosuchtag'"),
 ], ids=["unknown_user_class", "host_with_user_info", "user_class_without_an_enabled_task", "unknown_tag"])
 def test_locust_started_directly_is_as_strict_as_run_tests_sh(tmp_path, target, args, env, needle):

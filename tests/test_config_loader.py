@@ -9,7 +9,11 @@ import pytest
 
 import config_loader
 from config_loader import ConfigError, load_config
-from loadsuite.names import NEGATIVE_TASKS as NEGATIVE_TASK_NAMES, TASKS as TASK_NAMES, USER_TYPES
+from loadsuite import catalogue
+
+SHOP = catalogue.read()
+TASK_NAMES, NEGATIVE_TASK_NAMES = SHOP.scenario_tasks, SHOP.negative_tasks
+USER_TYPES = SHOP.weighted_user_types
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,7 +36,8 @@ def config_error(path: Path | None = None, env: dict[str, str] | None = None) ->
 @pytest.fixture
 def no_default_file(monkeypatch, tmp_path):
     """Point the default config path at a file that does not exist."""
-    monkeypatch.setattr(config_loader, "DEFAULT_CONFIG_PATH", tmp_path / "absent" / "config.yaml")
+    from loadsuite.config import loading  # where load_config reads it (the front door only re-exports it)
+    monkeypatch.setattr(loading, "DEFAULT_CONFIG_PATH", tmp_path / "absent" / "config.yaml")
 
 
 # Bad files ------------------------------------------------------------------------------------------
@@ -71,8 +76,8 @@ def test_top_level_must_be_a_mapping(tmp_path):
 
 
 @pytest.mark.parametrize("section, name", [
-    ("scenario_weights", "buy_product"), ("scenario_weights", "browse_all_products"),
-    ("negative_weights", "missing_category"), ("user_types", "AdminUser"),
+    ("scenario_weights", TASK_NAMES[0]), ("scenario_weights", TASK_NAMES[-1]),
+    ("negative_weights", NEGATIVE_TASK_NAMES[0]), ("user_types", USER_TYPES[-1]),
 ])
 def test_negative_weight_is_rejected(tmp_path, section, name):
     message = config_error(write(tmp_path, f"{section}: {{{name}: -1}}\n"))
@@ -95,7 +100,33 @@ def test_all_user_type_weights_zero_is_rejected(tmp_path):
 def test_only_negative_weights_is_still_work(tmp_path):
     zeros = "".join(f"  {name}: 0\n" for name in TASK_NAMES)
     config = load_config(write(tmp_path, f"scenario_weights:\n{zeros}"), env={})
-    assert config.scenario_weights.buy_product == 0 and config.negative_weights.missing_category == 1
+    assert config.scenario_weights["buy_product"] == 0
+    weights = catalogue.configured_task_weights(config)
+    assert SHOP.task_weights("ProductServiceUser", weights) == {name: 1 for name in NEGATIVE_TASK_NAMES}
+
+
+ON_DEMAND = next(name for name, user in SHOP.user_types.items() if user.on_demand)
+
+
+@pytest.mark.parametrize("section, name, known", [
+    ("scenario_weights", "buy_products", TASK_NAMES),
+    ("scenario_weights", NEGATIVE_TASK_NAMES[0], TASK_NAMES),  # a negative task belongs in negative_weights
+    ("negative_weights", TASK_NAMES[0], NEGATIVE_TASK_NAMES),
+    ("user_types", ON_DEMAND, USER_TYPES),  # it runs on demand: it has no weight
+    ("user_types", "Shopper", USER_TYPES),
+], ids=["misspelt_task", "negative_task_in_scenario_weights", "task_in_negative_weights", "on_demand_user_type",
+        "misspelt_user_type"])
+def test_a_name_locustfile_does_not_define_is_refused_with_the_names_it_does(tmp_path, section, name, known):
+    message = config_error(write(tmp_path, f"{section}: {{{name}: 2}}\n"))
+    assert f"{section}: unknown" in message and repr(name) in message
+    assert message.endswith("locustfile.py defines " + ", ".join(known))
+
+
+def test_a_task_config_yaml_does_not_name_keeps_its_decorators_weight(tmp_path):
+    config = load_config(write(tmp_path, "scenario_weights: {buy_product: 30}\n"), env={})
+    weights = SHOP.task_weights("ShopperUser", catalogue.configured_task_weights(config))
+    assert weights["buy_product"] == 30
+    assert weights["browse_all_products"] == SHOP.tasks["browse_all_products"].weight == 10
 
 
 @pytest.mark.parametrize("text, key", [
@@ -140,7 +171,14 @@ def test_empty_file_means_defaults(tmp_path):
 
 
 def test_shipped_config_is_valid_and_documented_defaults_hold():
-    assert load_config(ROOT / "config.yaml", env={}) == config_loader.SuiteConfig()
+    """config.yaml shows every default: each section as the schema's, each weight as its decorator's or class's."""
+    shipped = load_config(ROOT / "config.yaml", env={})
+    weights = ("scenario_weights", "negative_weights", "user_types")
+    assert shipped.model_copy(update={name: {} for name in weights}) == config_loader.SuiteConfig()
+    weighted = {task for name in USER_TYPES for task in SHOP.user_types[name].tasks}
+    assert shipped.scenario_weights == {name: SHOP.tasks[name].weight for name in TASK_NAMES if name in weighted}
+    assert shipped.negative_weights == {name: SHOP.tasks[name].weight for name in NEGATIVE_TASK_NAMES}
+    assert shipped.user_types == {name: SHOP.user_types[name].weight for name in USER_TYPES}
 
 
 # Environment overrides ----------------------------------------------------------------------------

@@ -17,7 +17,8 @@ from loadsuite import oracle
 from loadsuite.config import OracleConfig
 from loadsuite.oracle import BuyRecord, InventoryRecorder, StockSetRecord, check
 from loadsuite.runtime.attach import attach_listeners
-from loadsuite.service_client import ServiceClient, snapshot_stock
+from loadsuite.transport.service_client import ServiceClient, snapshot_stock
+from validators import parse_insufficient_stock
 from tests.conftest import free_port
 
 P = "Cookbook: Global Cuisine"
@@ -334,9 +335,11 @@ def test_three_buys_reporting_one_remaining_are_two_lost_updates():
     assert check({P: 10}, {P: 9}, buys, []).counts["lost_update"] == 2
 
 
-def test_parse_available_reads_the_insufficient_stock_message():
-    assert oracle.parse_available("Insufficient stock for product 'X'. Available: 7, Requested: 9") == 7
-    assert oracle.parse_available("something else") is None
+@pytest.mark.parametrize("status, updated, outcome", [(200, True, "ok"), (400, False, "rejected"),
+                                                     (404, False, "rejected"), (500, False, "failed"),
+                                                     (0, False, "failed"), (200, False, "failed")])
+def test_a_stock_update_is_applied_certainly_not_applied_or_unknown(status, updated, outcome):
+    assert oracle.stock_update_outcome(status, updated) == outcome
 
 
 # The ledger ---------------------------------------------------------------------------------------
@@ -486,7 +489,7 @@ class _Buyer(FastHttpUser):
                 if resp.status_code == 200:
                     pending.done("ok", resp.json()["data"]["remainingStock"])
                 elif resp.status_code == 400:
-                    pending.done("insufficient", None, oracle.parse_available(resp.json()["error"]["message"]))
+                    pending.done("insufficient", None, parse_insufficient_stock(resp.json()["error"]["message"])[0])
                 resp.success()
 
 
@@ -535,7 +538,7 @@ def test_local_run_against_the_unsafe_service_reports_lost_updates(service_facto
     contended = sorted(stock_map)[:1]
     # Stock for every buy of the run: the service loses about 7% of concurrent buys, so a product with 40
     # units would lose none in some runs; the oracle's start snapshot reads this level.
-    assert ServiceClient(service.url).set_stock(contended[0], 5000) == "ok"
+    assert ServiceClient(service.url).set_stock(contended[0], 5000) == 200
     env = _run_local(service.url, contended, users=8, seconds=1.5, end=lambda env: env.runner.quit())
     result = oracle.result(env)
     assert result.passed is False, result.summary_line()
@@ -594,7 +597,7 @@ class Buyer(FastHttpUser):
                 if resp.status_code == 200:
                     pending.done("ok", resp.json()["data"]["remainingStock"])
                 elif resp.status_code == 400:
-                    pending.done("insufficient", None, oracle.parse_available(resp.json()["error"]["message"]))
+                    pending.done("insufficient", None, parse_insufficient_stock(resp.json()["error"]["message"])[0])
                 resp.success()
 '''
 
@@ -654,7 +657,7 @@ def test_distributed_sigterm_on_the_master_still_decides(tmp_path, service_facto
     service = service_factory("--unsafe-buy")
     stock_map, _ = snapshot_stock(service.url)
     products = sorted(stock_map)[:1]
-    assert ServiceClient(service.url).set_stock(products[0], 5000) == "ok"  # enough to lose some of ~7%
+    assert ServiceClient(service.url).set_stock(products[0], 5000) == 200  # enough to lose some of ~7%
     result, log = _run_distributed(tmp_path, service.url, products, ["-u", "8", "-r", "50", "-t", "60s"],
                                    signal_after=1.5)
     assert result["passed"] is False, (result, log[-3000:])

@@ -670,7 +670,8 @@ def test_failure_reasons_are_short_and_their_number_is_bounded():
 def test_the_suite_with_the_compose_monitoring_config_streams_what_the_dashboards_read(tmp_path, victoria_metrics):
     """./run_tests.sh with grafana/config.monitoring.yaml (its URL pointed here): the real locustfile's series."""
     import yaml
-    from loadsuite.names import USER_TYPES
+    from loadsuite.catalogue import read as read_catalogue
+    USER_TYPES = read_catalogue().weighted_user_types
     from suite_runs import run_suite, write_config
 
     data = yaml.safe_load((ROOT / "grafana" / "config.monitoring.yaml").read_text())

@@ -7,14 +7,14 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from conftest import free_port
+from loadsuite import catalogue
 from suite_runs import RESULT_FILES, assert_summary_schema, request_names, run_suite, write_config
 
 pytestmark = pytest.mark.e2e
 
-HAPPY_TASKS = ("browse_all_products", "get_products_by_category", "get_product_details", "buy_product",
-               "update_stock", "hit_invalid_path", "health_check", "edge_case")
-NEGATIVE_TASKS = ("details_unknown_product", "buy_unknown_product", "buy_beyond_stock", "invalid_buy_payload",
-                  "invalid_stock_payload", "missing_category")
+SHOP = catalogue.read()
+HAPPY_TASKS = tuple(name for name in SHOP.user_types["ProductServiceUser"].tasks if name in SHOP.scenario_tasks)
+NEGATIVE_TASKS = SHOP.negative_tasks
 # Every task's request name (or name prefix, for tasks that pick a variant per request).
 EXACT_NAMES = ("Get_All_Products", "Get_Product_Details", "Buy_Product", "Update_Product_Stock", "Invalid_Path",
                "Health_Check", "Details_Unknown_Product", "Buy_Unknown_Product", "Buy_Beyond_Stock",
@@ -28,14 +28,16 @@ def quick_config(**sections) -> dict:
     """Short think time and only the full-mix user, so a few seconds exercise every task."""
     return {
         "wait_time": {"min_seconds": 0.02, "max_seconds": 0.08},
-        "user_types": {"ProductServiceUser": 1, "BrowserUser": 0, "ShopperUser": 0, "AdminUser": 0},
+        "user_types": {name: int(name == "ProductServiceUser") for name in SHOP.weighted_user_types},
         **sections,
     }
 
 
+# Tasks that pick one of many variants per run get more weight, so a few seconds see every variant.
+VARIANT_TASKS = {task for task in (*HAPPY_TASKS, *NEGATIVE_TASKS) if "edge_case" in task or "payload" in task}
 FULL_MIX = quick_config(
-    scenario_weights={task: 2 for task in HAPPY_TASKS} | {"edge_case": 4},
-    negative_weights={task: 1 for task in NEGATIVE_TASKS} | {"invalid_buy_payload": 2, "invalid_stock_payload": 2},
+    scenario_weights={task: 4 if task in VARIANT_TASKS else 2 for task in HAPPY_TASKS},
+    negative_weights={task: 2 if task in VARIANT_TASKS else 1 for task in NEGATIVE_TASKS},
 )
 
 

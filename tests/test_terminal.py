@@ -28,6 +28,15 @@ def terminal(tmp_path):
     assert not left, f"processes outlived the terminal: {left}"
 
 
+def _start(term: Terminal, command: str, settle_s: float = 0.0) -> int:
+    """Type a command and wait until its users run (then settle_s more); where its output starts."""
+    start = len(term.output)
+    term.type(command + "\n")
+    term.expect(SPAWNED, 60, start)
+    time.sleep(settle_s)
+    return start
+
+
 def _summary(tmp_path) -> dict:
     return json.loads((tmp_path / "results" / "latest" / "summary.json").read_text(encoding="utf-8"))
 
@@ -41,10 +50,7 @@ def _script_cpu_seconds(term: Terminal) -> float:
 
 
 def test_main_command_finishes_on_a_terminal_and_exits_0(terminal, tmp_path):
-    start = len(terminal.output)
-    terminal.type("./run_tests.sh headless 2 5; echo DONE=$?\n")
-    terminal.expect(SPAWNED, 40, start)
-    time.sleep(2)
+    start = _start(terminal, "./run_tests.sh headless 2 5; echo DONE=$?", settle_s=2)
     cpu = _script_cpu_seconds(terminal)  # while Locust runs, run_tests.sh only waits for it
     done = terminal.expect(r"DONE=(\d+)", 60, start)
     shown = terminal.output[start:done.start()]
@@ -55,10 +61,7 @@ def test_main_command_finishes_on_a_terminal_and_exits_0(terminal, tmp_path):
 
 
 def test_ctrl_c_typed_on_the_terminal_stops_the_run_with_reports(terminal, tmp_path):
-    start = len(terminal.output)
-    terminal.type("./run_tests.sh headless 2 120; echo DONE=$?\n")
-    terminal.expect(SPAWNED, 40, start)
-    time.sleep(2)
+    start = _start(terminal, "./run_tests.sh headless 2 120; echo DONE=$?", settle_s=2)
     typed = time.monotonic()
     terminal.type(CTRL_C)
     done = terminal.expect(r"DONE=(\d+)", 40, start)
@@ -76,9 +79,7 @@ def test_ctrl_c_typed_on_the_terminal_stops_the_run_with_reports(terminal, tmp_p
 
 def test_keys_typed_on_the_terminal_reach_locust(terminal, tmp_path):
     """Locust's headless keyboard controls work: W adds ten users."""
-    start = len(terminal.output)
-    terminal.type("./run_tests.sh headless 2 8; echo DONE=$?\n")
-    terminal.expect(SPAWNED, 40, start)
+    start = _start(terminal, "./run_tests.sh headless 2 8; echo DONE=$?")
     terminal.type("W")
     terminal.expect(r"Ramping to 12 users", 10, start)
     done = terminal.expect(r"DONE=(\d+)", 60, start)
@@ -89,9 +90,7 @@ def test_keys_typed_on_the_terminal_reach_locust(terminal, tmp_path):
 def test_the_terminal_is_given_back_as_it_was(terminal):
     """Locust puts the terminal in cbreak mode; after a run (even one stopped at once) it is restored."""
     code, before = terminal.run("stty -g", timeout=10)
-    start = len(terminal.output)
-    terminal.type("./run_tests.sh headless 2 120; echo DONE=$?\n")
-    terminal.expect(SPAWNED, 40, start)
+    start = _start(terminal, "./run_tests.sh headless 2 120; echo DONE=$?")
     terminal.type(CTRL_C)
     time.sleep(0.3)
     terminal.type(CTRL_C)  # the second one: out at once, Locust killed before it can restore the terminal
@@ -102,9 +101,7 @@ def test_the_terminal_is_given_back_as_it_was(terminal):
 
 @pytest.mark.e2e
 def test_ctrl_z_pauses_the_run_and_fg_resumes_it(terminal, tmp_path):
-    start = len(terminal.output)
-    terminal.type("./run_tests.sh distributed 1 2 8\n")
-    terminal.expect(SPAWNED, 60, start)
+    start = _start(terminal, "./run_tests.sh distributed 1 2 8")
     terminal.type(CTRL_Z)
     terminal.expect(r"Stopped", 10, start)
     time.sleep(1)
@@ -119,10 +116,7 @@ def test_ctrl_z_pauses_the_run_and_fg_resumes_it(terminal, tmp_path):
 
 @pytest.mark.e2e
 def test_closing_the_terminal_ends_the_run_with_reports_and_the_verdict_in_console_log(terminal, tmp_path):
-    start = len(terminal.output)
-    terminal.type("./run_tests.sh headless 2 120\n")
-    terminal.expect(SPAWNED, 40, start)
-    time.sleep(2)
+    _start(terminal, "./run_tests.sh headless 2 120", settle_s=2)
     run = terminal.processes()
     terminal.hang_up()
     _, alive = psutil.wait_procs(run, timeout=40)
@@ -149,3 +143,20 @@ def test_the_web_ui_on_a_terminal_quits_on_ctrl_c_without_a_verdict_when_no_test
     assert done.group(1) == "0" and "no test was started in the web UI" in shown
     assert "verdict:" not in shown
     assert not (tmp_path / "results" / "latest" / "summary.json").exists()
+
+
+@pytest.mark.e2e
+def test_master_and_worker_each_on_its_own_terminal_finish_and_exit_0(tmp_path):
+    from conftest import free_port
+    env = suite_env(tmp_path / "results", {"MASTER_PORT": str(free_port())})
+    master, worker = Terminal(env), Terminal(env)
+    try:
+        start = len(master.output)
+        master.type("./run_tests.sh master 2 5; echo DONE=$?\n")
+        master.expect(r"master on", 40, start)
+        code, shown = worker.run("./run_tests.sh worker 127.0.0.1", timeout=90)
+        done = master.expect(r"DONE=(\d+)", 60, start)
+        assert (done.group(1), code) == ("0", 0), master.output[start:][-3000:] + shown[-2000:]
+        assert _summary(tmp_path)["totals"]["requests"] > 0
+    finally:
+        assert not master.close() and not worker.close()

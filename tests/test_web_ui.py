@@ -15,7 +15,9 @@ import pytest
 from locust import HttpUser, task
 from locust.env import Environment
 
-from loadsuite.names import USER_TYPES
+from loadsuite.catalogue import read as read_catalogue
+
+USER_TYPES = read_catalogue().weighted_user_types
 from loadsuite.webui import tab as web_ui
 from conftest import ROOT, free_port
 

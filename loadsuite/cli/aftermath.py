@@ -13,7 +13,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..reporting import verdict
+from ..reporting import junit, verdict
 
 EXIT_UNWRITABLE = 4
 EXIT_LOCUST_DIED = 5
@@ -51,15 +51,8 @@ def last_written_totals(folder: Path) -> dict | None:
 
 def write_junit_for_death(folder: Path, summary: dict) -> None:
     """One failed test case naming how Locust ended (verdict.write_junit has nothing to list without thresholds)."""
-    from xml.sax.saxutils import quoteattr
-    reason = summary["verdict"]["reasons"][0]
-    xml = (f'<?xml version="1.0" encoding="UTF-8"?>\n<testsuite name={quoteattr("load test " + summary["run_id"])} '
-           f'tests="1" failures="1" skipped="0" errors="0" time="0">\n'
-           f'  <testcase classname="run" name="locust"><failure message={quoteattr(reason)}/></testcase>\n'
-           f'</testsuite>\n')
-    tmp = folder / "junit.xml.tmp"
-    tmp.write_text(xml, encoding="utf-8")
-    tmp.replace(folder / "junit.xml")
+    junit.write(folder, "load test " + summary["run_id"],
+                [junit.Case("run", "locust", failure=summary["verdict"]["reasons"][0])])
 
 
 def main(argv: list[str]) -> int:

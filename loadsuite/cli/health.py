@@ -9,7 +9,7 @@ import os
 import sys
 import time
 
-from ..service_client import ServiceClient, ServiceError
+from ..transport.service_client import ServiceClient, ServiceError
 
 POLL_S = 0.05
 ATTEMPT_S = 1.0  # one attempt's own deadline while waiting for a service to come up

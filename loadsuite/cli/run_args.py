@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from ..config import ConfigError, load_config
 from ..config.schema import MAX_SECONDS, MAX_SPAWN_RATE, MAX_USERS
 from ..config.urls import normalise_base_url
-from ..names import ALL_USER_TYPES, CLIENTS, CONTENTION_USER, SHAPES, TAGS, USER_TYPE_TASKS
+from .. import catalogue
+from ..names import CLIENTS, SHAPES
 
 # Bounds on the command line: the config's own (schema.py; docs/reliability.md lists them) and the workers.
 MAX_DURATION_S = MAX_SECONDS
@@ -226,33 +227,11 @@ def _check_config(result: Plan, env: dict[str, str]) -> None:
 
 
 def check_locust_arguments(extra: list[str], config) -> None:
-    """Locust's own arguments against the suite (run_tests.sh after --, or `locust -f locustfile.py ...`):
-    known user classes with an enabled task, known tags, a --host without user info; UsageError otherwise."""
-    classes, tags, host = _locust_choices(extra)
-    if host:
-        _host(host, "--host")
-    unknown = [name for name in classes if name not in ALL_USER_TYPES]
-    if unknown:
-        raise UsageError(f"unknown user class {unknown[0]!r}: use one of {', '.join(ALL_USER_TYPES)}")
-    bad_tags = [tag for tag in tags if tag not in TAGS]
-    if bad_tags:
-        raise UsageError(f"unknown tag {bad_tags[0]!r}: use one of {', '.join(TAGS)}")
-    weights = {**config.scenario_weights.model_dump(), **config.negative_weights.model_dump()}
-    for name in classes:
-        if name != CONTENTION_USER and not any(weights[task] > 0 for task in USER_TYPE_TASKS[name]):
-            raise UsageError(f"user class {name} has no task with a weight above 0 in scenario_weights/"
-                             "negative_weights: give one of its tasks a weight or choose another class")
-
-
-def _locust_choices(extra: list[str]) -> tuple[list[str], list[str], str]:
-    """User class names, --tags/--exclude-tags values and --host among Locust's arguments, read by Locust's parser."""
-    if not extra:
-        return [], [], ""
-    from locust.argument_parser import get_parser  # only when there is something to read: it costs a second
-
-    options, _unknown = get_parser(default_config_files=[]).parse_known_args(extra)
-    tags = [*(options.tags or []), *(options.exclude_tags or [])]
-    return list(options.user_classes or []), tags, options.host or ""
+    """Locust's own arguments (after --) against the suite: catalogue.check_locust_arguments, as a UsageError."""
+    try:
+        catalogue.check_locust_arguments(extra, config)
+    except catalogue.CatalogueError as error:
+        raise UsageError(str(error)) from None
 
 
 def full_help() -> str:

@@ -1,11 +1,12 @@
 """Every key the suite reads, declared once as a frozen pydantic model; config.yaml documents each with a comment."""
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from ..names import CLIENTS, NEGATIVE_TASKS, SHAPES, TASKS, USER_TYPES
+from .. import catalogue
+from ..names import CLIENTS, SHAPES
 from .urls import normalise_base_url
 
 # Upper bounds (docs/reliability.md lists them; run_tests.sh's arguments use the same): far above what one
@@ -73,22 +74,15 @@ class TestDataConfig(_Section):
         return self
 
 
-def _weights(names: tuple[str, ...], defaults: dict[str, int]):
-    """A frozen model with one non-negative integer weight per task name."""
-    unknown = set(defaults) - set(names)
-    assert not unknown, f"default weights for unknown names: {unknown}"
-    fields = {name: (int, Field(defaults.get(name, 1), ge=0, strict=True)) for name in names}
-    return create_model("Weights", __base__=_Section, **fields)
+Weight = Annotated[int, Field(ge=0, strict=True)]
 
 
-ScenarioWeights = _weights(TASKS, {
-    "browse_all_products": 10, "get_products_by_category": 8, "get_product_details": 10,
-    "buy_product": 7, "update_stock": 3, "hit_invalid_path": 1, "health_check": 2, "edge_case": 1,
-})
-NegativeWeights = _weights(NEGATIVE_TASKS, {})
-UserTypeWeights = _weights(USER_TYPES, {
-    "ProductServiceUser": 4, "BrowserUser": 3, "ShopperUser": 2, "AdminUser": 1,
-})
+def _known(section: str, names: dict[str, int], known: tuple[str, ...], what: str) -> dict[str, int]:
+    """A weights section names only tasks (or user types) locustfile.py defines (catalogue.py reads them)."""
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown[0]!r}: locustfile.py defines {', '.join(known)}")
+    return names
 
 
 class WaitTimeConfig(_Section):
@@ -215,9 +209,10 @@ class FlashSaleConfig(_Section):
 class SuiteConfig(_Section):
     service: ServiceConfig = ServiceConfig()
     test_data: TestDataConfig = TestDataConfig()
-    scenario_weights: ScenarioWeights = ScenarioWeights()
-    negative_weights: NegativeWeights = NegativeWeights()
-    user_types: UserTypeWeights = UserTypeWeights()
+    # {task: weight}: a task config.yaml does not name keeps its @task weight (catalogue.py)
+    scenario_weights: dict[str, Weight] = {}
+    negative_weights: dict[str, Weight] = {}
+    user_types: dict[str, Weight] = {}
     wait_time: WaitTimeConfig = WaitTimeConfig()
     cache: CacheConfig = CacheConfig()
     load_shape: LoadShapeConfig = LoadShapeConfig()
@@ -228,12 +223,28 @@ class SuiteConfig(_Section):
     popularity: PopularityConfig = PopularityConfig()
     flash_sale: FlashSaleConfig = FlashSaleConfig()
 
+    @field_validator("scenario_weights")
+    @classmethod
+    def _scenario_tasks(cls, value: dict[str, int]) -> dict[str, int]:
+        return _known("scenario_weights", value, catalogue.read().scenario_tasks, "task")
+
+    @field_validator("negative_weights")
+    @classmethod
+    def _negative_tasks(cls, value: dict[str, int]) -> dict[str, int]:
+        return _known("negative_weights", value, catalogue.read().negative_tasks, "negative task (tag negative)")
+
+    @field_validator("user_types")
+    @classmethod
+    def _user_types(cls, value: dict[str, int]) -> dict[str, int]:
+        return _known("user_types", value, catalogue.read().weighted_user_types, "user type")
+
     @model_validator(mode="after")
     def _some_work(self) -> "SuiteConfig":
-        if sum(self.scenario_weights.model_dump().values()) + sum(self.negative_weights.model_dump().values()) == 0:
+        shop = catalogue.read()
+        weights = catalogue.configured_task_weights(self)
+        if not any(shop.task_weights(name, weights) for name in shop.weighted_user_types):
             raise ValueError("scenario_weights and negative_weights are all zero: give at least one task a weight")
-        if sum(self.user_types.model_dump().values()) == 0:
+        if not any(self.user_types.get(name, user.weight) for name, user in shop.user_types.items()
+                   if not user.on_demand):
             raise ValueError("user_types weights are all zero: give at least one user type a weight")
         return self
-
-

@@ -12,6 +12,7 @@ import json
 import re
 from typing import Any, Literal, NamedTuple
 
+from ..transport.headers import header
 from .schemas import describe, product_problem, valid_product
 
 JSON = "application/json"
@@ -128,7 +129,7 @@ def _transport_failure(error: BaseException | None) -> CheckFailed:
     if error is None:
         return CheckFailed("connection", "no response")
     chain = _causes(error)
-    for cause in chain:  # the bounded body reader refused the answer (loadsuite/runtime/bodies.py)
+    for cause in chain:  # the bounded body reader refused the answer (loadsuite/transport/bodies.py)
         if getattr(cause, "answer_too_large", False):
             return CheckFailed("too_large", str(cause))
     root = chain[-1]
@@ -179,9 +180,7 @@ def _cut_short(resp: Any, content: bytes) -> bool:
     headers = resp.headers
     if headers is None or headers.get("Content-Encoding"):  # a decoded body has another length
         return False
-    announced = headers.get("Content-Length")
-    if isinstance(announced, list):  # geventhttpclient returns a list for a repeated header
-        announced = announced[0] if announced else None
+    announced = header(headers, "Content-Length")
     try:
         return announced is not None and len(content) < int(announced)
     except (TypeError, ValueError):
@@ -214,12 +213,9 @@ def check_status(resp: Any, expected: int) -> None:
 
 def check_content_type(resp: Any) -> None:
     """Content-Type is application/json (parameters such as charset allowed)."""
-    headers = resp.headers
-    value = headers.get("Content-Type") if headers is not None else None
+    value = header(resp.headers, "Content-Type")
     if value == JSON:
         return
-    if isinstance(value, list):  # geventhttpclient returns a list for a repeated header
-        value = value[0] if value else None
     media = value.partition(";")[0].strip().lower() if isinstance(value, str) else ""
     if media == JSON:
         return

@@ -33,7 +33,6 @@ from locust.runners import MasterRunner, WorkerRunner
 from locust.user.task import LOCUST_STATE_RUNNING, LOCUST_STATE_STOPPING, LOCUST_STATE_WAITING, DefaultTaskSet
 
 from ..config import LoadShapeConfig
-from ..names import CONTENTION_USER
 from .rate import RATE_MESSAGE, SAMPLE_SECONDS, TargetRate
 from .schedule import Admission, ArrivalSchedule, claim, nudge, plan
 
@@ -111,15 +110,19 @@ class ArrivalRateExecutor:
 
     # Run lifecycle -----------------------------------------------------------------------------------
 
-    def _on_test_start(self, environment, **_kwargs) -> None:
+    def reset(self) -> None:
+        """A new test: the achieved rate, the admission counts and the schedule start over (SuiteRun resets
+        every part when a test starts)."""
         self.rate.reset()
         self.admission = Admission(self.admission.bound)
         self._warned = False
+        self.schedule = ArrivalSchedule()
+
+    def _on_test_start(self, environment, **_kwargs) -> None:
         if self.schedules:
             for cls in environment.user_classes:  # as Locust's runner does before it spawns (a worker's host
                 if environment.host:               # comes from the master), for the users made here too
                     cls.host = environment.host
-            self.schedule = ArrivalSchedule()
             if self._scheduler is None or self._scheduler.dead:
                 self._scheduler = gevent.spawn(self._run_schedule)
         if not isinstance(environment.runner, WorkerRunner) and (self._sampler is None or self._sampler.dead):
@@ -197,7 +200,7 @@ class ArrivalRateExecutor:
 
     def _new_user(self):
         """A user for one more slot: of the classes Locust runs in this process, in their proportions (a
-        process without users of its own: the run's classes that have tasks, by weight, not ContentionUser)."""
+        process without users of its own: the run's classes that have tasks, by weight, not the on-demand ones)."""
         runner = self.environment.runner
         running = {name: count for name, count in (getattr(runner, "user_classes_count", None) or {}).items() if count}
         by_name = {cls.__name__: cls for cls in self.environment.user_classes}
@@ -205,7 +208,7 @@ class ArrivalRateExecutor:
             classes = [by_name[name] for name in running if name in by_name]
             weights = [running[cls.__name__] for cls in classes]
         else:
-            classes = [cls for cls in by_name.values() if cls.tasks and cls.__name__ != CONTENTION_USER]
+            classes = [cls for cls in by_name.values() if cls.tasks and not getattr(cls, "on_demand", False)]
             weights = [max(getattr(cls, "weight", 1), 1) for cls in classes]
         return random.choices(classes, weights)[0](self.environment)
 
@@ -219,7 +222,7 @@ class ArrivalRateExecutor:
             client.request_event = late
         environment, queue, clock = self.environment, self._queue, self._clock
         user._state = LOCUST_STATE_RUNNING
-        taskset = user._taskset_instance = DefaultTaskSet(user)
+        user._taskset_instance = DefaultTaskSet(user)  # as Locust's User.run does; on_start may replace it
         try:
             try:
                 user.on_start()
@@ -228,6 +231,7 @@ class ArrivalRateExecutor:
                 if not isinstance(error, (StopUser, StopTest)):
                     environment.events.user_error.fire(user_instance=user, exception=error, tb=error.__traceback__)
                 raise
+            taskset = user._taskset_instance
             while True:
                 if user._state == LOCUST_STATE_STOPPING:
                     raise StopUser()
@@ -319,6 +323,13 @@ def install(environment, config: LoadShapeConfig) -> list[tuple[str, Callable]]:
     executor = ArrivalRateExecutor(environment, rate)
     _executors[environment] = executor
     return executor.listeners()
+
+
+def reset(environment) -> None:
+    """This environment's executor starts a new test (none without an open model)."""
+    executor = _executors.get(environment)
+    if executor is not None:
+        executor.reset()
 
 
 def executor_for(environment) -> ArrivalRateExecutor | None:

@@ -10,10 +10,10 @@ the stock before traffic and after it, and checks every product. Three layers:
   event_hooks.register(); imported on first use (it imports Locust).
 """
 from .checks import (BUY_OUTCOMES, MAX_VIOLATIONS_LISTED, VIOLATION_KINDS, counts_text, STOCK_SET_OUTCOMES, BuyRecord, OracleResult, StockSetRecord, Violation, check,
-                     parse_available, record_dict)
+                     stock_update_outcome, record_dict)
 from .ledger import CHUNK_RECORDS, InventoryRecorder, PendingBuy, recorder, split_payload
 
-_WIRING = {"MESSAGE_RECORDS", "finalize", "install", "listeners", "result"}
+_WIRING = {"MESSAGE_RECORDS", "finalize", "install", "listeners", "reset", "result"}
 
 
 def __getattr__(name: str):
@@ -25,5 +25,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["BUY_OUTCOMES", "MAX_VIOLATIONS_LISTED", "VIOLATION_KINDS", "counts_text", "STOCK_SET_OUTCOMES", "BuyRecord", "OracleResult", "StockSetRecord", "Violation", "check",
-           "parse_available", "record_dict", "CHUNK_RECORDS", "InventoryRecorder", "PendingBuy", "recorder",
-           "split_payload", "MESSAGE_RECORDS", "finalize", "install", "listeners", "result"]
+           "stock_update_outcome", "record_dict", "CHUNK_RECORDS", "InventoryRecorder", "PendingBuy", "recorder",
+           "split_payload", "MESSAGE_RECORDS", "finalize", "install", "listeners", "reset", "result"]

@@ -19,7 +19,7 @@ from typing import Any, Iterable, NamedTuple
 
 from .records import (BUY_OUTCOMES, MAX_EVIDENCE, MAX_VIOLATIONS_LISTED, MAX_VIOLATIONS_PER_KIND,  # noqa: F401
                       STOCK_SET_OUTCOMES, VIOLATION_KINDS, BuyRecord, OracleResult, StockSetRecord, Violation,
-                      counts_text, parse_available, record_dict)
+                      counts_text, stock_update_outcome, record_dict)
 
 
 # The check ----------------------------------------------------------------------------------------

@@ -1,7 +1,6 @@
 """The oracle's records and its result: what a buy or stock update looked like, a violation, the verdict."""
 from __future__ import annotations
 
-import re
 from datetime import datetime, timezone
 from collections import defaultdict
 from typing import Any, Iterable, NamedTuple
@@ -12,7 +11,6 @@ MAX_VIOLATIONS_PER_KIND = 5  # listed per product and kind; every one is counted
 MAX_VIOLATIONS_LISTED = 50
 MAX_EVIDENCE = 10
 VIOLATION_KINDS = ("oversell", "conservation", "lost_update", "negative_stock")  # the order reports show them in
-_AVAILABLE = re.compile(r"Available:\s*(-?\d+)")
 
 
 # Records ------------------------------------------------------------------------------------------
@@ -41,10 +39,11 @@ class StockSetRecord(NamedTuple):
     source: str = "local"
 
 
-def parse_available(message: str | None) -> int | None:
-    """N from an INSUFFICIENT_STOCK message "... Available: N, Requested: M", or None."""
-    match = _AVAILABLE.search(message or "")
-    return int(match.group(1)) if match else None
+def stock_update_outcome(status: int, updated: bool) -> str:
+    """How the oracle reads a stock update: applied ("ok"), certainly not applied (a 4xx: "rejected") or unknown."""
+    if updated:
+        return "ok"
+    return "rejected" if 400 <= status < 500 else "failed"
 
 
 # Result -------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The oracle wired into Locust: start and end snapshots, records from workers, finalize().
 
-Contract for the locustfile (the lead's code):
+Contract for the locustfile:
 - Tasks record into the process ledger `recorder()` AFTER each buy / stock update, also when the request
   was cut short: a user killed at the end of a run (stop_timeout reached, Ctrl-C) dies inside the request,
   so record in a `finally` (or use `recorder().buying(...)`), with outcome "failed" when no answer was read.
@@ -16,7 +16,7 @@ How the records of workers reach the master (Locust 2.47, locust/runners.py and 
 - test_start fires on the master (MasterRunner.start) before any spawn message goes out, on a local
   runner before users spawn, on a worker when its first spawn message arrives.
 - A worker sends its records from its test_stop listener (its users are stopped). The run's final-report
-  protocol (loadsuite/runtime/final_reports.py, attached after these listeners) then sends its last
+  protocol (loadsuite/distributed/final_reports.py, attached after these listeners) then sends its last
   statistics and a marker; messages from one worker arrive in order, so a worker's marker means its records
   are in. The master's finalize() calls final_reports.collect(), which stops the workers that have not sent
   their marker and waits for them, bounded; the workers that never answered are named as missing.
@@ -32,8 +32,8 @@ import logging
 import time
 from typing import Callable
 
-from ..runtime import final_reports
-from ..service_client import snapshot_stock
+from ..distributed import final_reports
+from ..transport.service_client import snapshot_stock
 from .checks import OracleResult, check
 from .ledger import recorder, split_payload
 
@@ -184,10 +184,16 @@ def _base_url(environment, state: _RunState) -> str | None:
     return next((c.host for c in environment.user_classes if getattr(c, "host", None)), None)
 
 
+def reset(environment) -> None:
+    """A new test: no records, no snapshot, no result (SuiteRun resets every part when a test starts)."""
+    state = _state(environment)
+    if state is not None:
+        state.reset()
+        _LEDGER.clear()
+
+
 def _on_test_start(environment) -> None:
     state = _state(environment)
-    state.reset()
-    _LEDGER.clear()
     state.started = True
     role = _role(environment.runner)
     if role == "worker":

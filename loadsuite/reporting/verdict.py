@@ -11,8 +11,8 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
-from xml.sax.saxutils import escape, quoteattr
 
+from . import junit
 from .console import consistency_counts, verdict_block, violation_counts  # noqa: F401 - re-exported
 from .format import fmt_metric, ordered_percentiles
 
@@ -122,36 +122,31 @@ def write_summary(folder: Path, summary: dict[str, Any]) -> Path:
     return path
 
 
-def write_junit(folder: Path, summary: dict[str, Any]) -> Path:
-    """One test case per threshold and one for consistency, so CI systems show them natively."""
-    cases = []
-    for row in summary["thresholds"]:
-        name = f"{row['metric']} {row['scope']}"
-        body = "" if row["passed"] else f"<failure message={quoteattr(ThresholdResult(**row).describe())}/>"
-        cases.append(f'  <testcase classname="thresholds" name={quoteattr(name)}>{body}</testcase>')
+def junit_cases(summary: dict[str, Any]) -> list[junit.Case]:
+    """One test case per threshold and one for consistency."""
+    cases = [junit.Case("thresholds", f"{row['metric']} {row['scope']}",
+                        failure=None if row["passed"] else ThresholdResult(**row).describe())
+             for row in summary["thresholds"]]
     consistency = summary["consistency"]
     if consistency.get("enabled"):
         state = consistency.get("passed")
         if state is False:
             counts = consistency_counts(consistency)
-            text = "\n".join([f"violations by kind: {counts}"] * bool(counts) +
-                             [f"{v['kind']}: {v['product']}: {v['message']}" for v in consistency.get("violations", [])])
-            message = "inventory consistency violated" + (f": {counts}" if counts else "")
-            body = f'<failure message={quoteattr(message)}>{escape(text)}</failure>'
+            details = "\n".join([f"violations by kind: {counts}"] * bool(counts) +
+                                [f"{v['kind']}: {v['product']}: {v['message']}" for v in consistency.get("violations", [])])
+            cases.append(junit.Case("consistency", "inventory oracle", details=details,
+                                    failure="inventory consistency violated" + (f": {counts}" if counts else "")))
         elif state is None:
-            body = f"<skipped message={quoteattr('inconclusive: ' + str(consistency.get('note', 'no product could be decided')))}/>"
+            cases.append(junit.Case("consistency", "inventory oracle",
+                                    skipped="inconclusive: " + str(consistency.get("note", "no product could be decided"))))
         else:
-            body = ""
-        cases.append(f'  <testcase classname="consistency" name="inventory oracle">{body}</testcase>')
-    failures = sum("<failure" in case for case in cases)
-    skipped = sum("<skipped" in case for case in cases)
-    xml = (f'<?xml version="1.0" encoding="UTF-8"?>\n'
-           f'<testsuite name={quoteattr("load test " + summary["run_id"])} tests="{len(cases)}" '
-           f'failures="{failures}" skipped="{skipped}" errors="0" time="{summary.get("duration_s") or 0}">\n'
-           + "\n".join(cases) + "\n</testsuite>\n")
-    path = Path(folder) / "junit.xml"
-    _atomic_write(path, xml)
-    return path
+            cases.append(junit.Case("consistency", "inventory oracle"))
+    return cases
+
+
+def write_junit(folder: Path, summary: dict[str, Any]) -> Path:
+    return junit.write(folder, "load test " + str(summary["run_id"]), junit_cases(summary),
+                       summary.get("duration_s") or 0)
 
 
 def _atomic_write(path: Path, text: str) -> None:

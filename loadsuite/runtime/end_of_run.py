@@ -23,7 +23,7 @@ from ..oracle import wiring as oracle_wiring
 from ..config.urls import redact
 from ..reporting import verdict
 from ..reporting.console import use_colour
-from . import final_reports
+from ..distributed import final_reports
 from .custom_stats import STATS
 from .run import SuiteRun
 
@@ -34,36 +34,54 @@ EXIT_UNWRITABLE = 4  # "results could not be written" (run_tests.sh --help, READ
 
 
 def on_quitting(run: SuiteRun, environment, **_kwargs) -> None:
-    if isinstance(environment.runner, WorkerRunner) or run.started_at is None:
+    test = run.test
+    if isinstance(environment.runner, WorkerRunner) or test is None:
         return
-    run.ending = True
+    test.ending = True
     summary = finish(run, environment)
     _write_html_report(run, environment)
     _write_final_csv(run, environment)
-    environment.process_exit_code = EXIT_UNWRITABLE if run.write_errors else summary["verdict"]["exit_code"]
-    if run.write_errors:
-        print(f"results could not be written ({run.write_errors[0]}): free space or fix permissions in "
+    environment.process_exit_code = EXIT_UNWRITABLE if test.write_errors else summary["verdict"]["exit_code"]
+    if test.write_errors:
+        print(f"results could not be written ({test.write_errors[0]}): free space or fix permissions in "
               f"{results_dir(run, environment)}; the verdict above stands (exit code {EXIT_UNWRITABLE})",
               file=sys.stderr, flush=True)
 
 
 def finish(run: SuiteRun, environment) -> dict[str, Any]:
-    """Run the oracle, judge the thresholds, print the verdict, write the run's reports; idempotent per run.
+    """The end of a test, once per test: collect, judge, write. Returns the summary (what summary.json holds).
 
     A full or read-only disk never hides the verdict: it is printed first, and every file that cannot be
-    written is recorded in run.write_errors (the exit code becomes 4)."""
-    if run.finalized is not None:
-        return run.finalized
-    config = run.config
-    folder = results_dir(run, environment)
-    final_reports.collect(environment)  # cached: done at test_stop, unless the run ended another way
-    oracle_result = oracle.finalize(environment) if config.oracle.enabled else None
+    written is recorded in the test's write_errors (the exit code becomes 4)."""
+    test = run.test
+    if test.summary is not None:
+        return test.summary
+    collect(environment)
+    summary = judge(run, environment)
+    write(run, environment, summary)
+    test.summary = summary
+    return summary
+
+
+def collect(environment) -> None:
+    """Everything the judgement reads: every worker's last statistics (cached: done at test_stop, unless the
+    run ended another way); the oracle collects its records and the final stock when it checks."""
+    final_reports.collect(environment)
+
+
+def judge(run: SuiteRun, environment) -> dict[str, Any]:
+    """The oracle's check, the thresholds and the verdict, as the summary."""
+    oracle_result = oracle.finalize(environment) if run.config.oracle.enabled else None
     consistency = oracle_result.to_dict() if oracle_result is not None else {"enabled": False, "passed": None}
     consistency["enabled"] = oracle_result is not None
     if oracle_result is not None:
         consistency.update(oracle_wiring.receipt(environment))
-    custom = STATS.snapshot()
-    summary = build_summary(run, environment, consistency, custom)
+    return build_summary(run, environment, consistency, STATS.snapshot())
+
+
+def write(run: SuiteRun, environment, summary: dict[str, Any]) -> None:
+    """The console lines, then custom_report.csv, summary.json and junit.xml; the verdict block comes last."""
+    folder = results_dir(run, environment)
     print(custom_table(), flush=True)
     for line in summary["lost"]:
         print(f"lost: {line}", flush=True)
@@ -82,8 +100,6 @@ def finish(run: SuiteRun, environment) -> dict[str, Any]:
     # loadsuite.cli.verdict), and Locust run directly (`locust -f locustfile.py`) prints it from an exit handler.
     elif os.environ.get(VERDICT_PRINTED_BY_WRAPPER) != "1" and _locust_is_the_program():
         atexit.register(_print_verdict_last, summary, folder)
-    run.finalized = summary
-    return summary
 
 
 VERDICT_PRINTED_BY_WRAPPER = "LOADSUITE_VERDICT_LAST"  # run_tests.sh sets it and prints the block itself
@@ -107,7 +123,7 @@ def _try_write(run: SuiteRun, name: str, write) -> bool:
         write()
         return True
     except OSError as error:
-        run.write_errors.append(f"{name}: {error.strerror or error.__class__.__name__}")
+        run.test.write_errors.append(f"{name}: {error.strerror or error.__class__.__name__}")
         logger.error("could not write %s: %s", name, error.strerror or error)
         return False
 
@@ -119,13 +135,14 @@ def build_summary(run: SuiteRun, environment, consistency: dict[str, Any], custo
     endpoints = verdict.endpoint_rows(stats)
     thresholds = verdict.evaluate_thresholds(totals, endpoints, config.thresholds)
     decision = verdict.decide(thresholds, consistency, config.thresholds.consistency)
-    started = run.started_at or time.time()
-    ended = run.stopped_at or time.time()
+    test = run.test
+    started = test.started_at
+    ended = test.stopped_at or time.time()
     options = environment.parsed_options
     planned = getattr(options, "run_time", None) if options else None
     runner = environment.runner
     lost = [client.id for client in runner.clients.all if client.state == "missing"] if isinstance(runner, MasterRunner) else []
-    load_started = run.load_started_at or ended
+    load_started = test.load_started_at or ended
     return {
         "run_id": results_dir(run, environment).name,
         "host": redact(environment.host or config.service.base_url),
@@ -141,9 +158,9 @@ def build_summary(run: SuiteRun, environment, consistency: dict[str, Any], custo
         "interrupted": run.interrupted or (bool(planned) and (ended - started) < planned - max(5.0, planned * 0.1)),
         "client": config.service.client,
         "shape": config.load_shape.name,
-        "users": {"peak": run.peak_users, "final": runner.user_count if runner else 0},
+        "users": {"peak": test.peak_users, "final": runner.user_count if runner else 0},
         "user_classes": sorted(cls.__name__ for cls in environment.user_classes),
-        "workers": {"count": run.peak_workers, "lost": lost},
+        "workers": {"count": test.peak_workers, "lost": lost},
         "totals": totals,
         "endpoints": endpoints,
         "custom_stats": custom,

@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -17,18 +18,36 @@ from typing import Any, Callable
 import gevent
 from locust.runners import MasterRunner, WorkerRunner
 
+from .. import catalogue
 from ..config import SuiteConfig
 from ..config.urls import normalise_base_url
 from ..names import CONTENTION_USER
-from ..service_client import ServiceClient, first_product_name
-from . import final_reports
+from ..oracle.records import stock_update_outcome
+from ..transport.service_client import ServiceClient, first_product_name
+from ..distributed import final_reports
 from .custom_stats import STATS
 
 logger = logging.getLogger("product_service_suite")
 
 
+@dataclass
+class TestRun:
+    """One test (a headless run, or one test of a web UI session): everything it accumulates lives here or in a
+    part that SuiteRun resets with it, so the next test never sees this one's."""
+
+    __test__ = False  # not a pytest class
+    started_at: float
+    stopped_at: float | None = None
+    load_started_at: float | None = None  # when the test_start listeners (setup) were done
+    peak_users: int = 0
+    peak_workers: int = 0
+    ending: bool = False  # the end (oracle, reports) has begun: an interrupt no longer cuts it
+    summary: dict[str, Any] | None = None  # what summary.json holds, once written
+    write_errors: list[str] = field(default_factory=list)
+
+
 class SuiteRun:
-    """What the listeners learn during a run and the summary needs at the end."""
+    """This process's suite: its config, the current test (TestRun), and the parts to reset when one starts."""
 
     def __init__(self, config: SuiteConfig) -> None:
         self.config = config
@@ -37,25 +56,28 @@ class SuiteRun:
         # run_tests.sh started the bundled reference service for this run (on a port of its own each time).
         self.bundled_service = os.environ.get("LOADSUITE_BUNDLED_SERVICE") == "1"
         self.results_dir: Path | None = None
-        self.started_at: float | None = None
-        self.stopped_at: float | None = None
-        self.peak_users = 0
-        self.peak_workers = 0
+        self.test: TestRun | None = None  # None until the first test starts
+        # Every part's per-test state, reset with the new TestRun (event_hooks.register adds the parts).
+        self.resets: list[Callable[[TestRun], None]] = [lambda _test: STATS.reset()]
         self.contended: str | None = None
         self.monitor = None
-        self.finalized: dict[str, Any] | None = None
         self.interrupted = False
         self.interrupts = 0
         self.trimmer: gevent.Greenlet | None = None
-        self.load_started_at: float | None = None  # when the test_start listeners (setup) were done
         self.html_file: str | None = None  # report.html, written by end_of_run after summary.json
-        self.write_errors: list[str] = []
-        self.ending = False  # the end of the run (oracle, reports) has begun: an interrupt no longer cuts it
         self.hung_up = False  # the terminal closed (SIGHUP): output goes to console.log
 
+    @property
+    def ending(self) -> bool:
+        return self.test is not None and self.test.ending
+
+    def test_started_at(self) -> float | None:
+        """When the current test started (epoch seconds), None before the first."""
+        return self.test.started_at if self.test is not None else None
+
     def current_summary(self) -> dict[str, Any] | None:
-        """The last finished run's summary (what summary.json holds), or None while a run is going on."""
-        return self.finalized
+        """The last finished test's summary (what summary.json holds), or None while a test is going on."""
+        return self.test.summary if self.test is not None else None
 
     def contended_product(self, host: str) -> str | None:
         """The product ContentionUser buys: configured, or the first catalogue name (the same on every worker)."""
@@ -67,11 +89,10 @@ class SuiteRun:
     # Listeners (attached by event_hooks.register) ---------------------------------------------------
 
     def on_test_start(self, environment, **_kwargs) -> None:
-        STATS.reset()
-        self.started_at, self.stopped_at, self.finalized = time.time(), None, None
-        self.load_started_at = None
-        self.ending = False
-        self.peak_users = 0
+        """The first test_start listener: a new TestRun, and every part's per-test state reset, in one place."""
+        self.test = TestRun(started_at=time.time())
+        for reset in self.resets:
+            reset(self.test)
         if isinstance(environment.runner, WorkerRunner):
             return
         if self.trimmer is None or self.trimmer.dead:
@@ -81,7 +102,7 @@ class SuiteRun:
 
     def on_load_start(self, **_kwargs) -> None:
         """The last test_start listener: setup is done, users start now, unless an interrupt came during setup."""
-        self.load_started_at = time.time()
+        self.test.load_started_at = time.time()
         if self.interrupted and gevent.getcurrent() is not gevent.get_hub().parent:
             # Locust fires test_start in the greenlet that then spawns the users: ending it here (GreenletExit
             # passes through Locust's listener guard, quietly) means no user starts after the signal.
@@ -89,29 +110,32 @@ class SuiteRun:
             raise gevent.GreenletExit
 
     def on_spawning_complete(self, user_count: int, **_kwargs) -> None:
-        self.peak_users = max(self.peak_users, user_count)
+        if self.test is not None:
+            self.test.peak_users = max(self.test.peak_users, user_count)
 
     def on_test_stopping(self, environment, **_kwargs) -> None:
-        if self.started_at is None:  # quitting a web UI where no test ran: Locust stops its idle runner too
+        test = self.test
+        if test is None:  # quitting a web UI where no test ran: Locust stops its idle runner too
             return
-        self.ending = True
+        test.ending = True
         runner = environment.runner
-        self.peak_users = max(self.peak_users, runner.user_count if runner else 0)
+        test.peak_users = max(test.peak_users, runner.user_count if runner else 0)
         if isinstance(runner, MasterRunner):
-            self.peak_workers = max(self.peak_workers, len(runner.clients.all))
+            test.peak_workers = max(test.peak_workers, len(runner.clients.all))
 
     def on_test_stop(self, environment, finish: Callable[[Any], Any], **_kwargs) -> None:
-        if self.started_at is None:  # no test ran: nothing to judge or write
+        test = self.test
+        if test is None:  # no test ran: nothing to judge or write
             return
-        self.stopped_at = time.time()
-        self.ending = True
+        test.stopped_at = time.time()
+        test.ending = True
         final_reports.collect(environment)  # master: every worker's last statistics, before anything reads them
         if environment.web_ui is not None and not isinstance(environment.runner, WorkerRunner):
             def finish_then_allow_quit() -> None:  # the UI shows the verdict as soon as a test stops
                 try:
                     finish(environment)
                 finally:
-                    self.ending = False  # between tests, Ctrl-C quits the web UI as usual
+                    test.ending = False  # between tests, Ctrl-C quits the web UI as usual
             gevent.spawn(finish_then_allow_quit)
 
     def watch_interrupts(self) -> None:
@@ -166,7 +190,8 @@ class SuiteRun:
             logger.error("contention: no product to contend for (the catalogue is empty or unreachable)")
             return
         stock = self.config.contention.stock
-        outcome = ServiceClient(host, self.config.service.request_timeout_seconds).set_stock(name, stock)
+        status = ServiceClient(host, self.config.service.request_timeout_seconds).set_stock(name, stock)
+        outcome = stock_update_outcome(status or 0, status == 200)
         # Not recorded in the ledger: the oracle's own test_start listener runs after this one, clears the
         # ledger and snapshots the start stock, so this value is the oracle's starting point.
         logger.info("contention: %r set to stock %d (%s)", name, stock, outcome)
@@ -190,10 +215,9 @@ def refuse_bad_locust_arguments(config: SuiteConfig, argv: list[str] | None = No
     program = Path(argv[0]).parts[-2:] if argv else ()
     if not program or not (program[-1] == "locust" or tuple(program) == ("locust", "__main__.py")):
         return
-    from ..cli.run_args import UsageError, check_locust_arguments
     try:
-        check_locust_arguments(argv[1:], config)
-    except UsageError as error:
+        catalogue.check_locust_arguments(argv[1:], config)
+    except catalogue.CatalogueError as error:
         print(f"usage error: {error}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
 
@@ -209,7 +233,8 @@ def normalise_host(environment) -> None:
 
 
 def select_user_classes(environment) -> None:
-    """ContentionUser runs only when asked for (by class name or tag); classes left without tasks by tag filtering are dropped."""
+    """On-demand classes (ContentionUser) run only when asked for: named, or a tag of one of their tasks chosen;
+    classes left without tasks (by their weights or by tag filtering) are dropped."""
     if isinstance(environment.runner, WorkerRunner):
         return  # the master decides which classes run (the UI's class picker may send ContentionUser)
     options = environment.parsed_options
@@ -218,9 +243,10 @@ def select_user_classes(environment) -> None:
     excluded = set(getattr(options, "exclude_tags", None) or []) if options else set()
     keep = []
     for cls in environment.user_classes:
-        if cls.__name__ == CONTENTION_USER and CONTENTION_USER not in named and "contention" not in tags:
+        if getattr(cls, "on_demand", False) and cls.__name__ not in named and not any(
+                getattr(task, "locust_tag_set", set()) & tags for task in cls.tasks):
             continue
-        if (tags or excluded) and not any(_task_selected(task, tags, excluded) for task in cls.tasks):
+        if not cls.tasks or ((tags or excluded) and not any(_task_selected(task, tags, excluded) for task in cls.tasks)):
             continue
         keep.append(cls)
     if not keep:

@@ -23,6 +23,8 @@ from geventhttpclient.response import HTTPSocketPoolResponse
 from locust.contrib.fasthttp import FastResponse
 from requests.exceptions import RequestException
 
+from .headers import header
+
 BLOCK_BYTES = 64 * 1024
 MAX_HEAD_BYTES = 1024 * 1024  # status line and headers of one answer (Go's http.Server default)
 
@@ -96,9 +98,7 @@ def _inflater(encoding: str) -> _Inflater | None:
 
 
 def _content_length(headers: Any) -> int | None:
-    value = headers.get("content-length")
-    if isinstance(value, list):  # geventhttpclient returns a repeated header as a list
-        value = value[0] if len(value) == 1 else None
+    value = header(headers, "content-length")
     try:
         return int(value) if value is not None else None
     except (TypeError, ValueError):
@@ -248,3 +248,11 @@ def bound_requests_session(session, max_bytes: int) -> None:
             return built
 
         adapter.build_response = build_response
+
+
+def with_timeout(request, timeout: float):
+    """Give every request of a requests-based session the configured timeout (requests has no default)."""
+    def request_with_timeout(method, url, **kwargs):
+        kwargs.setdefault("timeout", timeout)
+        return request(method, url, **kwargs)
+    return request_with_timeout

@@ -61,8 +61,14 @@ def listeners(environment) -> list[tuple[str, Callable]]:
         state = _MasterState()
         environment.final_reports_state = state
         runner.register_message(MESSAGE_FINAL, lambda environment, msg, **_kw: state.final.add(msg.node_id))
-        return [("test_start", lambda **_kw: state.reset())]
     return []
+
+
+def reset(environment) -> None:
+    """Master: a new test, no worker has sent its last report yet (SuiteRun resets every part at test start)."""
+    state: _MasterState | None = getattr(environment, "final_reports_state", None)
+    if state is not None:
+        state.reset()
 
 
 def collect(environment) -> list[str]:

@@ -1,0 +1,15 @@
+"""`python -m loadsuite.cli.ports`: print a free TCP port on 127.0.0.1 (run_tests.sh, the tests and the benchmarks)."""
+from __future__ import annotations
+
+import socket
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+if __name__ == "__main__":
+    print(free_port())
