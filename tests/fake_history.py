@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from loadsuite import SUITE_VERSION
+from loadsuite import SUITE_VERSION, catalogue
 
 START = datetime(2026, 1, 5, 5, 0, tzinfo=timezone.utc)  # a Monday, 05:00 UTC like the weekly job
+USER_CLASSES = sorted(catalogue.read().user_types)  # what a default run's summary.json lists
 REQUESTS = (("GET", "Get_All_Products", 4000, 40.0), ("POST", "Buy_Product", 3000, 60.0),
             ("POST", "Get_Product_Details", 2500, 30.0))  # method, name, requests per run, p95 ms
 
@@ -44,7 +45,7 @@ def summary(index: int, factors: dict[str, float] | None = None, *, users: int =
         "run_id": run_id(index), "host": host, "bundled_service": bundled, "suite_version": suite_version,
         "started_at": started.isoformat(), "ended_at": (started + timedelta(seconds=duration_s)).isoformat(),
         "duration_s": duration_s, "interrupted": False, "client": "fast", "shape": shape,
-        "users": {"peak": users, "final": 0}, "user_classes": ["AdminUser", "BrowserUser", "ShopperUser"],
+        "users": {"peak": users, "final": 0}, "user_classes": USER_CLASSES,
         "totals": totals, "endpoints": endpoints,
         "consistency": {"enabled": True, "passed": not failed, "violations_total": violations},
         "verdict": {"passed": not failed, "exit_code": (1 if failed else 0) if exit_code is None else exit_code,
