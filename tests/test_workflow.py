@@ -456,6 +456,16 @@ def test_the_history_step_fetches_judges_and_publishes_a_fake_history(tmp_path):
     added = history_script("add", str(checkout), str(run_dir), remote=remote, cwd=tmp_path)
     assert added.returncode == 0 and sorted(p.name for p in (checkout / "runs" / run_dir.name).iterdir()) == \
         ["capacity.json", "summary.json"], added.stderr
+    kept = json.loads((checkout / "runs" / run_dir.name / "summary.json").read_text())
+    assert kept["host"] == summary(31, factors[30])["host"]  # the bundled service's URL says nothing
+    secret = {**summary(32), "bundled_service": False, "host": "https://staging.internal.example:8443"}
+    (run_dir / "summary.json").write_text(json.dumps(secret))
+    assert history_script("add", str(checkout), str(run_dir), remote=remote, cwd=tmp_path).returncode == 0
+    kept = json.loads((checkout / "runs" / run_dir.name / "summary.json").read_text())
+    assert kept["host"].startswith("sha256:") and "staging" not in json.dumps(kept)  # a target URL never lands there
+    assert {k: v for k, v in kept.items() if k != "host"} == {k: v for k, v in secret.items() if k != "host"}
+    (run_dir / "summary.json").write_text(json.dumps(summary(31, factors[30])))
+    assert history_script("add", str(checkout), str(run_dir), remote=remote, cwd=tmp_path).returncode == 0
     judged = subprocess.run([sys.executable, str(ROOT / "analyze_results.py"), "--history", str(checkout / "runs"),
                              "--out", str(checkout / "trend")], capture_output=True, text=True, timeout=120)
     assert judged.returncode == 1 and "since run 30 of 31" in judged.stdout, judged.stdout + judged.stderr
@@ -491,7 +501,11 @@ def test_the_history_script_never_starts_a_new_history_over_an_unreachable_or_mo
     (("publish", "nowhere", "m"), "not a history checkout"),
     (("fetch", "."), "already exists"),
     (("pull",), "usage:"),
+    (("add", "history", "bad-run"), "bad-run/summary.json: not a JSON object"),
 ])
 def test_the_history_script_says_what_is_wrong_with_exit_2(tmp_path, args, message):
+    (tmp_path / "history" / "runs").mkdir(parents=True)
+    (tmp_path / "bad-run").mkdir()
+    (tmp_path / "bad-run" / "summary.json").write_text("{truncated")
     result = history_script(*args, remote=tmp_path / "origin.git", cwd=tmp_path)
     assert result.returncode == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
