@@ -172,18 +172,18 @@ def test_bundled_runs_on_different_ports_and_slightly_different_lengths_are_one_
 
 # Input -------------------------------------------------------------------------------------------------------
 
-def test_runs_that_did_not_measure_are_listed_as_not_used(tmp_path):
+def test_runs_that_did_not_measure_are_listed_as_not_used_and_a_run_cut_short_is_kept_apart(tmp_path):
     write_history(tmp_path, noisy_factors(8, seed=13))
-    write_run(tmp_path, {**summary(8), "interrupted": True})
-    write_run(tmp_path, summary(9, exit_code=5))
+    write_run(tmp_path, {**summary(8, duration_s=40.0), "interrupted": True})  # one Ctrl-C after 40 s of 300
+    write_run(tmp_path, summary(9, exit_code=5))  # Locust died
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "summary.json").write_text("{not json")
     (tmp_path / "latest").symlink_to(run_id(7))
     code, out, report = history(tmp_path)
-    assert code == 0 and len(report["groups"][0]["runs"]) == 8, out
+    assert code == 0 and [len(g["runs"]) for g in report["groups"]] == [1, 8], out
+    assert report["groups"][0]["runs"] == [run_id(8)] and "not judged" in out
     assert {n["folder"]: n["why"] for n in report["not_used"]} == {
-        run_id(8): "interrupted before its planned end", run_id(9): "did not measure properly (exit code 5)",
-        "broken": "not valid JSON (JSONDecodeError)"}
+        run_id(9): "did not measure properly (exit code 5)", "broken": "not valid JSON (JSONDecodeError)"}
 
 
 def test_too_few_runs_are_not_judged_and_say_so(tmp_path):

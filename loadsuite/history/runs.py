@@ -1,8 +1,9 @@
 """Read every run folder under a results root, in time order, and group the runs that measured the same thing.
 
 A run folder is one with a summary.json (run_tests.sh's results/<timestamp>/, or the history branch's
-runs/<run id>/). Runs that did not measure (interrupted, Locust died, bad configuration) are listed as not used.
-Runs differing in anything comparable.FIELDS names, or in duration beyond its slack, go to separate groups.
+runs/<run id>/). Runs that did not measure (Locust died, bad configuration, a second Ctrl-C) are listed as not
+used. Runs differing in anything comparable.FIELDS names, or in duration beyond its slack, go to separate
+groups: a run stopped early by one Ctrl-C measured, and its shorter duration keeps it apart.
 """
 from __future__ import annotations
 
@@ -71,8 +72,6 @@ def _read_json(path: Path) -> dict[str, Any]:
 def _why_not_used(summary: dict[str, Any]) -> str | None:
     verdict = summary.get("verdict") if isinstance(summary.get("verdict"), dict) else {}
     code = verdict.get("exit_code")
-    if summary.get("interrupted") is True:
-        return "interrupted before its planned end"
     if code not in MEASURED_EXIT_CODES:
         return f"did not measure properly (exit code {code})"
     if not isinstance(summary.get("started_at"), str):
