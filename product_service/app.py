@@ -17,6 +17,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_request import BaseRequest
 
 from . import payloads
+from .access_log import QUEUE_KEY, SPAN_KEY, AccessLog, Sink
+from .capacity import Capacity, Handlers
 from .catalog import Product
 from .faults import Faults, RacyWrites
 from .hardening import BodyTimeout, Guard, GuardedServer, Limits, raw_response
@@ -25,6 +27,7 @@ from .responses import (CORS_ORIGIN, DATABASE_ERROR_BODY, EMPTY_LIST_BODY, HEALT
                         TOO_MANY_CONNECTIONS, UNKNOWN_ERROR, VALIDATION_ERROR, ApiError, error_body, insufficient_stock,
                         json_response, product_not_found, success_body)
 from .store import InsufficientStock, ProductNotFound, Store
+from .tracecontext import incoming, server_span
 
 MAX_BODY = 65536
 MAX_CATEGORY = 256
@@ -123,6 +126,10 @@ class ProductService:
 
     def error_response(self, status: int, message: str) -> web.Response:
         return json_response(envelope_for_status(status, message), status)
+
+    def is_health(self, path: str) -> bool:
+        """The readiness probe's path: never delayed, failed or queued."""
+        return path == "/health"
 
     async def health(self, request: BaseRequest) -> web.Response:
         return json_response(HEALTH_BODY)
@@ -251,21 +258,46 @@ def envelope_for_status(status: int, message: str) -> bytes:
     return error_body(VALIDATION_ERROR if status < 500 else UNKNOWN_ERROR, message)
 
 
-def make_server(service: ProductService | Any, *, access_log: bool, limits: Limits) -> GuardedServer:
-    """aiohttp's low-level server around the service, with the service's body limit and the hostile-client guard."""
+def make_server(service: ProductService | Any, *, access_log: Sink | None, limits: Limits,
+                capacity: Capacity | None = None, trace_response: str | None = None) -> GuardedServer:
+    """aiohttp's low-level server around the service: its body limit, the hostile-client guard, and the outer layers.
+
+    Outside the service, in this order: the server span (`trace_response` names the header that sends it
+    back, else none is made), then capacity mode's queue and handler time (all but /health).
+    """
     loop = asyncio.get_running_loop()
     max_body = service.max_body
+    handlers = Handlers(capacity) if capacity is not None else None
 
     def request_factory(message, payload, protocol, writer, task) -> BaseRequest:  # type: ignore[no-untyped-def]
         protocol.request_started(payload)
         return BaseRequest(message, payload, protocol, writer, task, loop, client_max_size=max_body)
 
+    async def queued(request: BaseRequest, handlers: Handlers) -> web.StreamResponse:
+        now = loop.time()
+        turn = handlers.admit(now)
+        if turn is None:
+            return service.error_response(503, handlers.refusal)
+        start, end = turn
+        request[QUEUE_KEY] = start - now
+        await asyncio.sleep(end - loop.time())
+        return await service.handle(request)
+
     async def handle(request: BaseRequest) -> web.StreamResponse:
         try:
-            return await service.handle(request)
+            if trace_response is not None:
+                span = request[SPAN_KEY] = server_span(incoming(request.headers))
+            if handlers is not None and not service.is_health(request.path):
+                response = await queued(request, handlers)
+            else:
+                response = await service.handle(request)
+            if trace_response is not None:
+                response.headers[trace_response] = span.header_value()
+            return response
         finally:
             request.protocol.request_finished()  # type: ignore[attr-defined]
 
     guard = Guard(limits, service.error_response, service.refusal)
-    kwargs: dict[str, object] = {} if access_log else {"access_log": None}
+    kwargs: dict[str, object] = {"access_log": None} if access_log is None else \
+        {"access_log": access_log, "access_log_class": AccessLog, "access_log_format": ""}
     return GuardedServer(handle, guard=guard, request_factory=request_factory, **kwargs)

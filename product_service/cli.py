@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
+from .capacity import MAX_HONEST_RPS, Capacity, parse_handlers, parse_queue_limit, parse_service_ms
 from .catalog import DEFAULT_CATALOG, CatalogError, load_catalog
 from .faults import Faults, parse_error_rate, parse_latency
 from .hardening import ACCEPT_BURST, BODY_TIMEOUT_S, FD_MARGIN, HEADER_TIMEOUT_S, Limits
 from .store import StoreError, Store
+from .tracecontext import RESPONSE_HEADERS
 
 PROG = "product_service"
 DEFAULT_PORT = 8082
@@ -25,6 +27,7 @@ SHUTDOWN_TIMEOUT_S = 10.0
 LISTEN_BACKLOG = 1024
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off", ""}
 PROFILES = ("contract", "go")
+log = logging.getLogger("product_service")
 
 
 class UsageError(Exception):
@@ -42,6 +45,8 @@ class Settings:
     access_log: bool
     profile: str = "contract"
     limits: Limits = Limits()
+    capacity: Capacity | None = None
+    trace_response: str | None = None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -129,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="SQLite file (default $XDG_CACHE_HOME/product-service/products.db, ~/.cache/..., "
                              "or .data/products.db); a new file is seeded from the catalogue")
     parser.add_argument("--catalog", type=Path, default=DEFAULT_CATALOG,
-                        help="JSON list of products used to seed the database (default: the shipped catalogue)")
+                        help="products to seed the database with: a JSON list, or the real Go service's data file "
+                             "(an object keyed by product name) as it is (default: the shipped catalogue)")
     parser.add_argument("--reset", action="store_true", help="reseed the database from the catalogue")
     parser.add_argument("--latency-ms", type=lambda t: _checked(parse_latency, t), default=None, metavar="MIN:MAX",
                         help="uniform random delay per request, e.g. 20:80 or 50 (default: from "
@@ -151,8 +157,42 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-connections", type=_connections, default=None, metavar="N",
                         help=f"open connections at most (default: the open-file limit minus {FD_MARGIN}); at the cap "
                              "a new connection replaces the oldest one still waiting for a request, else gets 503")
-    parser.add_argument("--access-log", action="store_true", help="log every request to stderr (slower)")
+    parser.add_argument("--access-log", action="store_true",
+                        help='one line per answered request on stderr: access ts=UNIX_S request="METHOD PATH HTTP/1.1" '
+                             "status=N duration_ms=MS queue_ms=MS|- trace_id=32HEX|- parent_id=16HEX|- span_id=16HEX|- "
+                             "(trace_id and parent_id from a valid W3C traceparent; format in "
+                             "product_service/access_log.py)")
+    parser.add_argument("--trace-response", choices=RESPONSE_HEADERS, default=None,
+                        help="send the service's server span back in this header, 00-TRACE_ID-SPAN_ID-FLAGS: "
+                             "traceparent as otelfiber since v1.2 does, or traceresponse (W3C Trace Context Level 2 "
+                             "draft); the trace is the request's valid traceparent's, else a new one (default: none)")
+    capacity = parser.add_argument_group(
+        "capacity mode", f"a known capacity of N*1000/MS requests/s: every request except those to /health "
+        f"(which bypass the queue, so readiness checks never wait) waits first come, first served for one of "
+        f"N handlers and holds it for exactly MS milliseconds, then is handled as usual (--latency-ms, "
+        f"--error-rate, --unsafe-buy and --profile go add their delays and faults after that, without holding the "
+        f"handler). The capacity is printed at start. Honest up to about {MAX_HONEST_RPS:.0f} requests/s (verified "
+        f"on a 2-core machine shared with the load generator); above that the CPU, not the handlers, may set the limit")
+    capacity.add_argument("--handlers", type=lambda t: _checked(parse_handlers, t), default=None, metavar="N",
+                          help="concurrent handlers (needs --service-time-ms)")
+    capacity.add_argument("--service-time-ms", type=lambda t: _checked(parse_service_ms, t), default=None,
+                          metavar="MS", help="the fixed time each request holds a handler (needs --handlers)")
+    capacity.add_argument("--queue-limit", type=lambda t: _checked(parse_queue_limit, t), default=None, metavar="Q",
+                          help="requests waiting for a handler at most Q; the next is answered 503 UNKNOWN_ERROR at "
+                               "once (default: no bound but --max-connections, one request per connection)")
     return parser
+
+
+def _capacity(args: argparse.Namespace) -> Capacity | None:
+    if args.handlers is None and args.service_time_ms is None:
+        if args.queue_limit is not None:
+            raise UsageError("--queue-limit needs capacity mode: add --handlers N --service-time-ms MS")
+        return None
+    if args.handlers is None or args.service_time_ms is None:
+        given, missing = ("--handlers", "--service-time-ms") if args.service_time_ms is None \
+            else ("--service-time-ms", "--handlers")
+        raise UsageError(f"{given} needs {missing} too: e.g. --handlers 4 --service-time-ms 20 for 200 requests/s")
+    return Capacity(args.handlers, args.service_time_ms, args.queue_limit)
 
 
 def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
@@ -183,7 +223,8 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
     return Settings(host=args.host, port=port, db=args.db or default_db_path(environ), catalog=args.catalog,
                     reset=args.reset, faults=Faults(latency, args.error_rate, args.unsafe_buy),
                     access_log=args.access_log, profile=profile,
-                    limits=Limits(args.header_timeout, args.body_timeout, args.max_connections))
+                    limits=Limits(args.header_timeout, args.body_timeout, args.max_connections),
+                    capacity=_capacity(args), trace_response=args.trace_response)
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -216,6 +257,7 @@ async def serve(settings: Settings) -> int:
     """Open the store, listen, print the banner, and run until SIGTERM or SIGINT."""
     from aiohttp import web  # imported here so that a bad flag is reported without waiting for aiohttp
 
+    from .access_log import Sink
     from .app import ProductService, make_server
     from .go_profile import GoProductService
     from .hardening import AcceptErrors
@@ -231,7 +273,10 @@ async def serve(settings: Settings) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     service = (GoProductService if settings.profile == "go" else ProductService)(store, settings.faults)
-    server = make_server(service, access_log=settings.access_log, limits=settings.limits)
+    sink = Sink(spans=settings.trace_response is not None, queue=settings.capacity is not None) \
+        if settings.access_log else None
+    server = make_server(service, access_log=sink, limits=settings.limits, capacity=settings.capacity,
+                         trace_response=settings.trace_response)
     runner = web.ServerRunner(server, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     server.guard.start(loop)
     try:
@@ -247,10 +292,18 @@ async def serve(settings: Settings) -> int:
         port = runner.addresses[0][1]
         host = f"[{settings.host}]" if ":" in settings.host else settings.host
         print(f"listening on http://{host}:{port}", flush=True)
+        if settings.capacity is not None:
+            print(settings.capacity.banner(), flush=True)
+            if settings.capacity.requests_per_s > MAX_HONEST_RPS:
+                log.warning("a capacity of %.0f requests/s is above the about %.0f this mode was verified to "
+                            "emulate honestly: the CPU, not the handlers, may set the limit",
+                            settings.capacity.requests_per_s, MAX_HONEST_RPS)
         await stopping.wait()
     finally:
         server.guard.stop()
         await runner.cleanup()  # stops listening, lets in-flight requests finish, then closes connections
+        if sink is not None:
+            sink.flush()
         store.close()
         accept_errors.report()
     return 0
@@ -259,10 +312,7 @@ async def serve(settings: Settings) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = parse_settings(sys.argv[1:] if argv is None else argv, os.environ)
-        if settings.access_log:
-            logging.basicConfig(level=logging.INFO, format="%(message)s")
-        else:
-            logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(levelname)s %(message)s")
+        logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(levelname)s %(message)s")
         return asyncio.run(serve(settings))
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr, flush=True)

@@ -150,6 +150,10 @@ class GoProductService:
     def error_response(self, status: int, message: str) -> web.Response:
         return GoResponse(body=envelope_for_status(status, message), status=status, headers=JSON)
 
+    def is_health(self, path: str) -> bool:
+        """The readiness probe's route (any case, trailing slash or not): never failed or queued."""
+        return _route_key(path) == "/health"
+
     async def handle(self, request: BaseRequest) -> web.StreamResponse:
         headers = {**JSON, **ORIGIN} if "Origin" in request.headers else JSON
         method = request.method

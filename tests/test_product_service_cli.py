@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import PYTHON, ROOT, free_port
 
+from product_service.capacity import MAX_HONEST_RPS
+
 CATALOG = json.loads((ROOT / "product_service" / "catalog.json").read_text(encoding="utf-8"))
 SERVICE_ENV_KEYS = ("PRODUCT_SERVICE_PORT", "SIMULATE_DELAY_ENABLED", "SIMULATE_DELAY_MIN_MS", "SIMULATE_DELAY_MAX_MS",
                     "XDG_CACHE_HOME")
@@ -124,7 +126,8 @@ def test_bad_flag_exits_2_with_one_line(tmp_path, args, needle):
 
 @pytest.mark.parametrize("content, needle", [
     (None, "cannot read catalogue"), ("{not json", "not valid JSON"), ("[]", "non-empty JSON list"),
-    ('{"products": []}', "non-empty JSON list"), ('[{"name": "A", "price": 1, "stock": -1, "category": "X"}]', "'stock'"),
+    ('{"products": []}', "product 'products' is not a JSON object"),
+    ('[{"name": "A", "price": 1, "stock": -1, "category": "X"}]', "'stock'"),
     ('[{"name": "A", "price": 1, "stock": true, "category": "X"}]', "'stock'"),
     ('[{"name": "", "price": 1, "stock": 1, "category": "X"}]', "'name'"),
     ('[{"name": "A", "price": "1", "stock": 1, "category": "X"}]', "'price'"),
@@ -177,8 +180,12 @@ def test_help_lists_every_flag():
     result = subprocess.run([PYTHON, "-m", "product_service", "--help"], cwd=ROOT, capture_output=True, text=True,
                             timeout=30)
     assert result.returncode == 0
-    for flag in ("--host", "--port", "--db", "--catalog", "--reset", "--latency-ms", "--error-rate", "--unsafe-buy"):
+    for flag in ("--host", "--port", "--db", "--catalog", "--reset", "--latency-ms", "--error-rate", "--unsafe-buy",
+                 "--access-log", "--trace-response", "--handlers", "--service-time-ms", "--queue-limit"):
         assert flag in result.stdout
+    text = " ".join(result.stdout.split())
+    assert "except those to /health (which bypass the queue" in text
+    assert f"Honest up to about {MAX_HONEST_RPS:.0f} requests/s" in text
 
 
 # --- environment equivalents and defaults --------------------------------------------------------

@@ -36,6 +36,7 @@ README = ROOT / "README.md"
 INTERRUPT_AFTER_S = 6.0
 LINE_TIMEOUT_S = 90.0
 BLOCK = re.compile(r"(<!--(?P<marker>.*?)-->\s*)?^```bash\n(?P<body>.*?)^```", re.S | re.M)
+FENCED = re.compile(r"^```.*?^```", re.S | re.M)  # any fenced block: code to read (python) or to run (bash)
 INLINE = re.compile(r"`((?:\./run_tests\.sh|\.venv/bin/python|python3?|bash)\b[^`]*)`")
 EXPECTED_EXIT = re.compile(r"#.*\bexit (\d)\b")
 
@@ -51,7 +52,7 @@ def readme_blocks() -> list[tuple[bool, list[str]]]:
 
 
 def inline_commands() -> list[str]:
-    text = BLOCK.sub("", README.read_text())  # commands inside blocks are run as blocks
+    text = FENCED.sub("", README.read_text())  # commands inside blocks are run as blocks; code is not a command
     commands = [m.group(1).strip() for m in INLINE.finditer(text)]
     return [c for c in commands if len(shlex.split(c)) > 1]  # `.venv/bin/python` alone names it, runs nothing
 
