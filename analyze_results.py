@@ -8,6 +8,14 @@ Usage:
       Compares p50/p95/p99, failure rate and requests/s per request name; writes compare.md and
       chart_compare.png into CURRENT_DIR (or --out) and exits 1 when a metric regressed beyond tolerance.
 
+  .venv/bin/python analyze_results.py --history RESULTS_ROOT [--out DIR] [--recent 3] [tolerances as above]
+      Reads every run folder under RESULTS_ROOT (summary.json, and capacity.json where the capacity finder
+      ran), groups the comparable runs, finds the change points of p50/p95/p99, error rate, throughput,
+      consistency and capacity per request (ruptures' PELT, kept when a significance test says p <= 0.001),
+      writes history.md, history.json and history_g*_*.png into DIR (default RESULTS_ROOT/history) and exits
+      1 when the latest run regressed: a change point within its last --recent runs moved a metric the wrong
+      way beyond the tolerance (the same rules as compare mode, on the medians before and after the change).
+
 Regression rules (compare mode), each metric judged on its own:
   p50/p95/p99  regressed when current is more than the tolerance (percent, --tolerance-p95 etc.,
                default --tolerance) above baseline AND at least --min-delta-ms (default 5 ms) above it,
@@ -34,6 +42,7 @@ from pathlib import Path
 # pandas and matplotlib take about a second to import: loaded after the arguments are checked, so a usage
 # error answers at once (and `import analyze_results` stays cheap).
 _LAZY = {"Tolerances": "loadsuite.reporting.compare", "run_compare": "loadsuite.reporting.compare",
+         "run_history": "loadsuite.history",
          "CHARTS": "loadsuite.reporting.markdown", "analyse": "loadsuite.reporting.markdown",
          "SUMMARY_MD": "loadsuite.reporting.results", "InputError": "loadsuite.reporting.results"}
 
@@ -75,6 +84,13 @@ def count(text: str) -> int:
     return value
 
 
+def positive(text: str) -> int:
+    value = count(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1: {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="analyze_results.py", description="Tables, charts and summary.md for a Locust run; --compare for "
@@ -83,8 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("results_dir", nargs="?", type=Path, help="run folder, e.g. results/latest")
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("BASELINE_DIR", "CURRENT_DIR"),
                         help="compare two run folders instead")
-    parser.add_argument("--out", type=Path, help="compare mode: where compare.md and chart_compare.png go "
-                        "(default CURRENT_DIR)")
+    parser.add_argument("--history", type=Path, metavar="RESULTS_ROOT",
+                        help="the trend of every run under RESULTS_ROOT, with change points (exit 1: the latest run regressed)")
+    parser.add_argument("--out", type=Path, help="where compare.md and chart_compare.png go (default CURRENT_DIR), "
+                        "or history.md and its charts (default RESULTS_ROOT/history)")
+    parser.add_argument("--recent", type=positive, default=3,
+                        help="history: a change that started within the latest run's last N runs judges it (default 3)")
     parser.add_argument("--tolerance", type=percent, default=10.0, help="default relative tolerance (default 10%%)")
     for metric in ("p50", "p95", "p99", "rps"):
         parser.add_argument(f"--tolerance-{metric}", type=percent, help=f"{metric} tolerance (default --tolerance)")
@@ -102,15 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if (args.results_dir is None) == (args.compare is None):
-        parser.error("pass either RESULTS_DIR or --compare BASELINE_DIR CURRENT_DIR")
-    if args.out is not None and args.compare is None:
-        parser.error("--out only applies to --compare")
+    if sum(x is not None for x in (args.results_dir, args.compare, args.history)) != 1:
+        parser.error("pass one of RESULTS_DIR, --compare BASELINE_DIR CURRENT_DIR or --history RESULTS_ROOT")
+    if args.out is not None and args.results_dir is not None:
+        parser.error("--out only applies to --compare and --history")
     from loadsuite.reporting.compare import Tolerances, run_compare
     from loadsuite.reporting.markdown import CHARTS, analyse
     from loadsuite.reporting.results import SUMMARY_MD, InputError
     try:
-        if args.compare is not None:
+        if args.compare is not None or args.history is not None:
             tol = Tolerances(
                 p50=args.tolerance if args.tolerance_p50 is None else args.tolerance_p50,
                 p95=args.tolerance if args.tolerance_p95 is None else args.tolerance_p95,
@@ -118,7 +138,12 @@ def main(argv: list[str] | None = None) -> int:
                 rps=args.tolerance if args.tolerance_rps is None else args.tolerance_rps,
                 failure_rate_points=args.tolerance_failure_rate,
                 min_delta_ms=args.min_delta_ms, min_delta_rps=args.min_delta_rps, min_samples=args.min_samples)
-            code, text = run_compare(args.compare[0], args.compare[1], tol, args.out)
+            if args.history is not None:
+                from loadsuite.history import run_history
+                from loadsuite.history.trend import Settings
+                code, text = run_history(args.history, Settings(tolerances=tol, recent=args.recent), args.out)
+            else:
+                code, text = run_compare(args.compare[0], args.compare[1], tol, args.out)
             print(text)
             return code
         run, table = analyse(args.results_dir)

@@ -153,6 +153,7 @@ elif [ -z "$HOST" ]; then
         "$PY" -m product_service --host 127.0.0.1 --port "$PORT" --db "$RESULTS/service.db" --reset
     SERVICE_PID=$!
     HOST="http://127.0.0.1:$PORT"
+    export LOADSUITE_BUNDLED_SERVICE=1   # summary.json says so: the run history compares bundled runs whatever the port
     WHY="$(check_health "$HOST" 20 "$SERVICE_PID")" \
         || die "the bundled product-service did not start ($WHY): see $RESULTS/service.log" 3
     echo "run_tests.sh: started the reference product-service at $HOST" >&2

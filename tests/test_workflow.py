@@ -3,19 +3,21 @@ the lock file, its own steps run in order on this machine against the reference 
 tables and no broken images) and the tests workflow that runs ./run_tests.sh test on every push and pull request."""
 from __future__ import annotations
 
-import csv
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 import yaml
 
 from conftest import ROOT
+from loadsuite import SUITE_VERSION
 
 WORKFLOW = ROOT / ".github" / "workflows" / "performance.yml"
 TESTS_WORKFLOW = ROOT / ".github" / "workflows" / "tests.yml"
@@ -101,24 +103,27 @@ def test_runs_every_monday_and_on_demand_with_load_inputs():
     assert "inputs.host" in env["TARGET_HOST"] and "secrets.PRODUCT_SERVICE_URL" in env["TARGET_HOST"]
 
 
-def test_results_and_summary_are_published_before_the_job_is_failed():
+def test_results_summary_and_history_are_published_before_the_job_is_failed():
     job = steps()
     setup = step_using("actions/setup-python")
     assert setup["with"]["cache"] == "pip" and str(setup["with"]["python-version"]).startswith("3.11")
     names = [step.get("name", "") for step in job]
-    upload = step_using("actions/upload-artifact")
-    download = step_using("actions/download-artifact")
-    assert download["with"]["name"] == upload["with"]["name"]
-    assert "steps.previous.outputs.run_id" in download["with"]["run-id"] and download.get("continue-on-error") is True
-    previous = next(step for step in job if step.get("id") == "previous")
-    assert "--status success" in previous["run"] and previous.get("continue-on-error") is True
+    uploads = [step for step in job if step.get("uses", "").startswith("actions/upload-artifact")]
     summary = next(step for step in job if "GITHUB_STEP_SUMMARY" in step.get("run", ""))
+    fetch, judge, publish = (next(step for step in job if step.get("id") == i) for i in ("history_fetch", "history", "publish"))
     verdict = job[-1]
-    for step in (upload, summary, verdict):
+    for step in (*uploads, summary, verdict, judge, publish):
         assert step.get("if", "").startswith("always()"), step.get("name")
-    assert names.index(upload["name"]) < len(job) - 1 and names.index(summary["name"]) < len(job) - 1
-    assert "exit" in verdict["run"] and "::error::" in verdict["run"]
-    assert any("analyze_results.py --compare" in step.get("run", "") for step in job)
+    assert fetch.get("continue-on-error") is True  # an unreachable history never hides the run's own verdict
+    assert "analyze_results.py --history" in judge["run"] and "performance-history.sh add" in judge["run"]
+    assert "github.event.repository.default_branch" in publish["if"]  # other branches read the history, never write it
+    assert names.index(fetch["name"]) < names.index(judge["name"]) < names.index(publish["name"]) \
+        < names.index(summary["name"]) < len(job) - 1
+    assert all(names.index(u["name"]) < len(job) - 1 for u in uploads)
+    assert "exit" in verdict["run"] and "::error::" in verdict["run"] and "steps.history.outputs.regression" in \
+        str(verdict["env"])
+    assert workflow()["permissions"] == {"contents": "write"}
+    assert workflow()["concurrency"]["group"] == "performance-history"  # one writer of the branch at a time
 
 
 # Running the job's own steps on this machine ---------------------------------------------------------------
@@ -193,7 +198,7 @@ class JobRun:
     workspace: Path
     summary_file: Path
     artifacts: Path
-    baseline: Path | None
+    history_remote: Path
     env: dict[str, str]
     results: list[StepResult] = field(default_factory=list)
 
@@ -201,8 +206,9 @@ class JobRun:
         return next(result for result in self.results if name_part in result.name)
 
 
-def run_job(tmp_path: Path, inputs: dict, baseline: Path | None = None, variables: dict | None = None) -> JobRun:
-    """Run the job's steps in order: `run:` steps as written, `uses:` steps by their local equivalents."""
+def run_job(tmp_path: Path, inputs: dict, history_remote: Path, variables: dict | None = None) -> JobRun:
+    """Run the job's steps in order: `run:` steps as written, `uses:` steps by their local equivalents; the history
+    branch lives in a bare repository on this machine (history_remote) instead of the GitHub repository."""
     job = workflow()["jobs"][JOB]
     workspace, runner_temp = tmp_path / "workspace", tmp_path / "runner_temp"
     workspace.mkdir(parents=True)
@@ -212,17 +218,14 @@ def run_job(tmp_path: Path, inputs: dict, baseline: Path | None = None, variable
     env.update({"CI": "true", "GITHUB_ACTIONS": "true", "GITHUB_WORKSPACE": str(workspace),
                 "RUNNER_TEMP": str(runner_temp), "GITHUB_STEP_SUMMARY": str(tmp_path / "step_summary.md"),
                 "STOP_TIMEOUT": "3"})
-    # GitHub's API is the one thing not on this machine: a `gh` that knows one previous successful run, or none.
-    fake_bin = tmp_path / "fake_bin"
-    fake_bin.mkdir()
-    (fake_bin / "gh").write_text("#!/bin/sh\n" + ("echo 4242\n" if baseline is not None else "") + "exit 0\n")
-    (fake_bin / "gh").chmod(0o755)
-    env["PATH"] = f"{fake_bin}{os.pathsep}{env.get('PATH', '')}"
-    env["GITHUB_REPOSITORY"] = "example/product-service-load-tests"
-    run = JobRun(workspace, tmp_path / "step_summary.md", tmp_path / "artifacts", baseline, env)
+    env.update({"GITHUB_REPOSITORY": "example/product-service-load-tests", "GITHUB_SERVER_URL": "https://github.example",
+                "GITHUB_RUN_ID": "4242", "HISTORY_REMOTE": str(history_remote), "GIT_TIMEOUT_S": "30"})
+    run = JobRun(workspace, tmp_path / "step_summary.md", tmp_path / "artifacts", history_remote, env)
     run.summary_file.write_text("")
     context = {"inputs": inputs, "secrets": {}, "vars": variables or {}, "steps": {}, "runner": {"temp": str(runner_temp)},
-               "github": {"workspace": str(workspace), "ref_name": "main", "ref": "refs/heads/main", "token": ""}}
+               "github": {"workspace": str(workspace), "ref_name": "main", "ref": "refs/heads/main", "token": "",
+                          "event": {"repository": {"default_branch": "main"}}}}
+    context["env"] = {key: substitute(value, context) for key, value in job.get("env", {}).items()}
     failed = False
     for index, step in enumerate(job["steps"]):
         name = step.get("name") or step.get("uses") or f"step {index}"
@@ -301,10 +304,6 @@ def _local_equivalent(step: dict, name: str, context: dict, run: JobRun, outputs
         # The project's .venv holds Python 3.11 with requirements.txt; first on PATH, as setup-python does.
         run.env["PATH"] = f"{VENV_BIN}{os.pathsep}{run.env.get('PATH', '')}"
         return StepResult(name, True, how="local: .venv/bin first on PATH")
-    if uses.startswith("actions/download-artifact@"):
-        assert settings.get("run-id"), "downloads only from a previous run found by the step before"
-        shutil.copytree(run.baseline, run.workspace / settings.get("path", "."), dirs_exist_ok=True)
-        return StepResult(name, True, how=f"local: copied {run.baseline} (run {settings['run-id']})")
     if uses.startswith("actions/upload-artifact@"):
         source = Path(settings["path"])
         source = source if source.is_absolute() else run.workspace / source
@@ -320,23 +319,50 @@ def _describe(run: JobRun) -> str:
     return "\n".join(f"--- {r.name}: ran={r.ran} rc={r.returncode} ({r.how})\n{r.output[-1500:]}" for r in run.results)
 
 
+def bare_remote(path: Path) -> Path:
+    """An empty repository standing in for the GitHub repository's history branch."""
+    subprocess.run(["git", "init", "-q", "--bare", str(path)], check=True, timeout=30)
+    return path
+
+
+def branch_files(remote: Path, branch: str = "performance-history") -> list[str]:
+    listed = subprocess.run(["git", "--git-dir", str(remote), "ls-tree", "-r", "--name-only", branch],
+                            capture_output=True, text=True, timeout=30)
+    return listed.stdout.split() if listed.returncode == 0 else []
+
+
+def push_history(remote: Path, runs: list[dict], work: Path) -> None:
+    """Put a fake history (runs/<run id>/summary.json for each summary) on the remote's history branch."""
+    for data in runs:
+        folder = work / "runs" / data["run_id"]
+        folder.mkdir(parents=True)
+        (folder / "summary.json").write_text(json.dumps(data))
+    for command in (["init", "-q", "-b", "performance-history"], ["add", "-A"],
+                    ["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "fake history"],
+                    ["push", "-q", str(remote), "HEAD:refs/heads/performance-history"]):
+        subprocess.run(["git", "-C", str(work), *command], check=True, timeout=30, capture_output=True)
+
+
+RELATIVE_IMAGE = re.compile(r"!\[[^\]]*\]\((?![a-z]+://)")
+
+
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory) -> JobRun:
-    """The job on a first Monday: no previous run, the bundled reference service, a short light load."""
-    return run_job(tmp_path_factory.mktemp("first_run"), SHORT_INPUTS)
+    """The job on a first Monday: no history yet, the bundled reference service, a short light load."""
+    tmp = tmp_path_factory.mktemp("first_run")
+    return run_job(tmp, SHORT_INPUTS, history_remote=bare_remote(tmp / "origin.git"))
 
 
 @pytest.mark.e2e
-def test_job_steps_run_green_and_publish_the_run_folder_and_summary(first_run):
+def test_job_steps_run_green_and_publish_the_run_folder_summary_and_history(first_run):
     run = first_run
     assert all(r.returncode == 0 for r in run.results if r.ran), _describe(run)
-    assert all(r.ran for r in run.results if "Compare" not in r.name and "Download" not in r.name), _describe(run)
-    assert not run.step("Download").ran  # no previous successful run: nothing to download
+    assert all(r.ran for r in run.results), _describe(run)
     run_dir = Path(next(iter((run.workspace / "results").glob("2*"))))
     summary_md = (run_dir / "summary.md").read_text()
     job_summary = run.summary_file.read_text()
     assert "](chart_" in summary_md  # the run folder's summary.md shows its charts beside it ...
-    assert "![" not in job_summary  # ... the job summary has no image it cannot show
+    assert not RELATIVE_IMAGE.search(job_summary)  # ... the job summary has no image it cannot show
     table = summary_md[summary_md.index("## Requests"):summary_md.index("## Failures")]
     assert table.strip() and table in job_summary  # the tables are there as they are
     for chart in ("chart_response_times.png", "chart_throughput.png", "chart_latency_distribution.png"):
@@ -345,42 +371,51 @@ def test_job_steps_run_green_and_publish_the_run_folder_and_summary(first_run):
     artifact = run.artifacts / step_using("actions/upload-artifact")["with"]["name"]
     for name in ("summary.json", "summary.md", "report.html", "stats_stats.csv", "junit.xml"):
         assert (artifact / name).is_file(), name
-    assert "no previous successful run" in run.step("Compare").output
-    assert "no previous run to compare with" in run.step("Verdict").output
+    data = json.loads((artifact / "summary.json").read_text())
+    assert data["bundled_service"] is True and data["suite_version"] == SUITE_VERSION
     assert '"requests": 0,' not in (artifact / "summary.json").read_text()
+    # The history: started on this run, judged (too short to judge), pushed, its charts shown at that commit.
+    assert "does not exist yet: this run starts it" in run.step("Fetch the run history").output
+    assert "not judged" in run.step("Judge").output
+    files = branch_files(run.history_remote)
+    assert f"runs/{run_dir.name}/summary.json" in files and "trend/history.md" in files
+    assert "trend/history_g1_total.png" in files
+    sha = subprocess.run(["git", "--git-dir", str(run.history_remote), "rev-parse", "performance-history"],
+                         capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+    assert f"history commit {sha}" in run.step("Publish").output
+    assert f"](https://github.example/example/product-service-load-tests/raw/{sha}/trend/history_g1_total.png)" \
+        in job_summary
+    assert (run.artifacts / "performance-history-report" / "history.md").is_file()
+    assert "run history: no regression" in run.step("Verdict").output
 
 
 @pytest.mark.e2e
-def test_job_fails_on_a_regression_but_still_publishes(first_run, tmp_path):
-    baseline = tmp_path / "baseline"
-    shutil.copytree(first_run.artifacts / step_using("actions/upload-artifact")["with"]["name"], baseline)
-    _make_faster(baseline / "stats_stats.csv")
-    # A 5-second run has a few requests per name: the repository variable lowers the comparison's minimum.
-    run = run_job(tmp_path / "job", SHORT_INPUTS, baseline=baseline, variables={"COMPARE_MIN_SAMPLES": "1"})
-    assert run.step("Download").ran and "run 4242" in run.step("Download").how
-    compare, verdict = run.step("Compare"), run.step("Verdict")
-    assert compare.ran and compare.returncode == 0, _describe(run)
-    assert verdict.returncode != 0 and "regression against the previous successful run" in verdict.output
-    assert run.step("Upload").ran and run.step("Upload").returncode == 0
-    assert run.step("summary").returncode == 0
-    run_dir = next(iter((run.workspace / "results").glob("2*")))
-    compare_md = (run_dir / "compare.md").read_text()
-    assert compare_md[:compare_md.index("![")].strip() in run.summary_file.read_text()
-    assert "`chart_compare.png` in the `performance-results` artifact" in run.summary_file.read_text()
-    assert (run.artifacts / step_using("actions/upload-artifact")["with"]["name"] / "compare.md").is_file()
-
-
-def _make_faster(stats_csv: Path) -> None:
-    """Turn a baseline into one the current run cannot match: 100x the throughput, 1 ms percentiles."""
-    rows = list(csv.DictReader(stats_csv.open()))
-    for row in rows:
-        row["Requests/s"] = str(float(row["Requests/s"]) * 100 + 100)
-        for column in ("50%", "66%", "75%", "80%", "90%", "95%", "98%", "99%", "99.9%", "99.99%", "100%"):
-            row[column] = "1"
-    with stats_csv.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+def test_job_fails_on_a_history_regression_but_still_publishes(first_run, tmp_path):
+    """24 earlier weeks at 100x today's throughput and last week like today: a change two runs ago, beyond tolerance."""
+    measured = json.loads((first_run.artifacts / "performance-results" / "summary.json").read_text())
+    started = datetime.fromisoformat(measured["started_at"])
+    runs = []
+    for week in range(25, 0, -1):
+        data = json.loads(json.dumps(measured))
+        data["run_id"] = f"week-{week:02d}"
+        data["started_at"] = (started - timedelta(weeks=week)).isoformat()
+        if week > 1:
+            for row in (data["totals"], *data["endpoints"]):
+                row["rps"] = row["rps"] * 100 + 100
+        runs.append(data)
+    remote = bare_remote(tmp_path / "origin.git")
+    push_history(remote, runs, tmp_path / "fake")
+    # A 5-second run has a few requests per name: the repository variable lowers the history's minimum.
+    run = run_job(tmp_path / "job", SHORT_INPUTS, history_remote=remote, variables={"HISTORY_MIN_SAMPLES": "1"})
+    judge, verdict = run.step("Judge"), run.step("Verdict")
+    assert "history: 25 runs from branch performance-history" in run.step("Fetch the run history").output
+    assert judge.ran and judge.returncode == 0, _describe(run)
+    assert "REGRESSION: throughput of Total" in judge.output and "since run 25 of 26 (week-01)" in judge.output
+    assert verdict.returncode != 0 and "the run history says the latest run regressed" in verdict.output
+    for step in ("Publish", "Upload the run folder", "summary"):
+        assert run.step(step).ran and run.step(step).returncode == 0, _describe(run)
+    assert len([f for f in branch_files(remote) if f.endswith("summary.json")]) == 26  # this run joined the history
+    assert "REGRESSION: throughput of Total" in run.summary_file.read_text()
 
 
 def test_job_summary_names_relative_charts_and_keeps_tables_and_absolute_images(tmp_path):
@@ -391,3 +426,86 @@ def test_job_summary_names_relative_charts_and_keeps_tables_and_absolute_images(
     assert "Throughput: `chart_throughput.png` in the `performance-results` artifact of this run" in out
     assert "](chart_" not in out
     assert main([str(tmp_path)]) == 2  # no summary.md: the step writes its own one-line note instead
+
+
+# The history branch's script on a fake history (no load test) ------------------------------------------------
+
+HISTORY_SCRIPT = ROOT / ".github" / "scripts" / "performance-history.sh"
+
+
+def history_script(*args: str, remote: Path, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HISTORY_REMOTE": str(remote), "GIT_TIMEOUT_S": "30"}
+    env.pop("GH_TOKEN", None)
+    return subprocess.run(["bash", str(HISTORY_SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_the_history_step_fetches_judges_and_publishes_a_fake_history(tmp_path):
+    from fake_history import noisy_factors, summary
+    remote = bare_remote(tmp_path / "origin.git")
+    factors = noisy_factors(31, seed=21, step_at=30, step=0.5)
+    push_history(remote, [summary(week, f) for week, f in enumerate(factors[:30])], tmp_path / "fake")
+    run_dir = tmp_path / "results" / "20260810T050000Z"  # this week's run, as run_tests.sh leaves it
+    run_dir.mkdir(parents=True)
+    (run_dir / "summary.json").write_text(json.dumps(summary(31, factors[30])))
+    (run_dir / "capacity.json").write_text(json.dumps({"capacity_rps": 420.0}))
+    (run_dir / "report.html").write_text("<html>not kept in the history</html>")
+    checkout = tmp_path / "history"
+    fetched = history_script("fetch", str(checkout), remote=remote, cwd=tmp_path)
+    assert fetched.returncode == 0 and "30 runs from branch performance-history" in fetched.stdout, fetched.stderr
+    added = history_script("add", str(checkout), str(run_dir), remote=remote, cwd=tmp_path)
+    assert added.returncode == 0 and sorted(p.name for p in (checkout / "runs" / run_dir.name).iterdir()) == \
+        ["capacity.json", "summary.json"], added.stderr
+    kept = json.loads((checkout / "runs" / run_dir.name / "summary.json").read_text())
+    assert kept["host"] == summary(31, factors[30])["host"]  # the bundled service's URL says nothing
+    secret = {**summary(32), "bundled_service": False, "host": "https://staging.internal.example:8443"}
+    (run_dir / "summary.json").write_text(json.dumps(secret))
+    assert history_script("add", str(checkout), str(run_dir), remote=remote, cwd=tmp_path).returncode == 0
+    kept = json.loads((checkout / "runs" / run_dir.name / "summary.json").read_text())
+    assert kept["host"].startswith("sha256:") and "staging" not in json.dumps(kept)  # a target URL never lands there
+    assert {k: v for k, v in kept.items() if k != "host"} == {k: v for k, v in secret.items() if k != "host"}
+    (run_dir / "summary.json").write_text(json.dumps(summary(31, factors[30])))
+    assert history_script("add", str(checkout), str(run_dir), remote=remote, cwd=tmp_path).returncode == 0
+    judged = subprocess.run([sys.executable, str(ROOT / "analyze_results.py"), "--history", str(checkout / "runs"),
+                             "--out", str(checkout / "trend")], capture_output=True, text=True, timeout=120)
+    assert judged.returncode == 1 and "since run 30 of 31" in judged.stdout, judged.stdout + judged.stderr
+    published = history_script("publish", str(checkout), "history: run x", remote=remote, cwd=tmp_path)
+    assert published.returncode == 0, published.stderr
+    sha = published.stdout.strip()
+    files = branch_files(remote)
+    assert f"runs/{run_dir.name}/capacity.json" in files and "trend/history.md" in files and len(
+        [f for f in files if f.endswith("summary.json")]) == 31
+    assert "trend/history_g1_total.png" in files and not any(f.endswith("report.html") for f in files)
+    again = history_script("publish", str(checkout), "history: run x", remote=remote, cwd=tmp_path)
+    assert again.returncode == 0 and again.stdout.strip() == sha and "nothing new" in again.stderr
+
+
+def test_the_history_script_never_starts_a_new_history_over_an_unreachable_or_moved_one(tmp_path):
+    missing = history_script("fetch", str(tmp_path / "h"), remote=tmp_path / "no-such.git", cwd=tmp_path)
+    assert missing.returncode == 1 and "cannot reach" in missing.stderr and "nothing is pushed" in missing.stderr
+    remote = bare_remote(tmp_path / "origin.git")
+    first, second = tmp_path / "first", tmp_path / "second"
+    for checkout in (first, second):
+        assert history_script("fetch", str(checkout), remote=remote, cwd=tmp_path).returncode == 0
+        (checkout / "runs" / checkout.name).mkdir()
+        (checkout / "runs" / checkout.name / "summary.json").write_text("{}")
+    assert history_script("publish", str(first), "one", remote=remote, cwd=tmp_path).returncode == 0
+    moved = history_script("publish", str(second), "two", remote=remote, cwd=tmp_path)
+    assert moved.returncode == 1 and "was refused" in moved.stderr  # no force push: the first run's history stays
+    assert "runs/first/summary.json" in branch_files(remote) and "runs/second/summary.json" not in branch_files(remote)
+
+
+@pytest.mark.parametrize("args, message", [
+    (("fetch",), "usage: performance-history.sh fetch DIR"),
+    (("add", "history", "results/none"), "summary.json: not found"),
+    (("publish", "nowhere", "m"), "not a history checkout"),
+    (("fetch", "."), "already exists"),
+    (("pull",), "usage:"),
+    (("add", "history", "bad-run"), "bad-run/summary.json: not a JSON object"),
+])
+def test_the_history_script_says_what_is_wrong_with_exit_2(tmp_path, args, message):
+    (tmp_path / "history" / "runs").mkdir(parents=True)
+    (tmp_path / "bad-run").mkdir()
+    (tmp_path / "bad-run" / "summary.json").write_text("{truncated")
+    result = history_script(*args, remote=tmp_path / "origin.git", cwd=tmp_path)
+    assert result.returncode == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1

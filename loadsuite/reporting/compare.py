@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import charts as result_charts
+from . import comparable
 from .format import fmt_ms, fmt_num, fmt_points
 from .markdown import FAIL, PASS, UNKNOWN
 from .results import COMPARE_MD, Run, load_run
@@ -119,26 +120,13 @@ def compare_runs(baseline: Run, current: Run, tol: Tolerances) -> Comparison:
     return Comparison(labels, verdicts, only_b, only_c, tol, skipped, run_differences(baseline, current), p95)
 
 
-DURATION_SLACK = 0.2  # durations within 20% of each other count as the same length
-
-
 def run_differences(baseline: Run, current: Run) -> list[str]:
-    """What makes two runs not comparable (users, shape, host, duration, client, user classes), from summary.json."""
+    """What makes two runs not comparable (comparable.FIELDS and the duration), from summary.json."""
     b, c = baseline.summary or {}, current.summary or {}
     if not b or not c:
         return [f"no summary.json in the {'baseline' if not b else 'current run'}: users, shape, host and "
                 "duration cannot be checked"]
-    out = []
-    peak = lambda s: (s.get("users") or {}).get("peak") if isinstance(s.get("users"), dict) else s.get("users")
-    for what, get in (("peak users", peak), ("shape", lambda s: s.get("shape")), ("host", lambda s: s.get("host")),
-                      ("client", lambda s: s.get("client")),
-                      ("user classes", lambda s: ", ".join(s.get("user_classes") or []) or None)):
-        if get(b) != get(c):
-            out.append(f"{what} {get(b)} vs {get(c)}")
-    db, dc = b.get("duration_s"), c.get("duration_s")
-    if isinstance(db, (int, float)) and isinstance(dc, (int, float)) and abs(db - dc) > DURATION_SLACK * max(db, dc):
-        out.append(f"duration {db:g} s vs {dc:g} s")
-    return out
+    return comparable.differences(b, c)
 
 
 def _fmt_metric(metric: str, value: float) -> str:

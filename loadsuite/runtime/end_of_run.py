@@ -19,7 +19,7 @@ from typing import Any
 
 from locust.runners import MasterRunner, WorkerRunner
 
-from .. import openmodel, oracle
+from .. import SUITE_VERSION, openmodel, oracle
 from ..oracle import wiring as oracle_wiring
 from ..config.urls import redact
 from ..reporting import verdict
@@ -165,6 +165,8 @@ def build_summary(run: SuiteRun, environment, consistency: dict[str, Any], measu
     return {
         "run_id": results_dir(run, environment).name,
         "host": redact(environment.host or config.service.base_url),
+        "bundled_service": run.bundled_service,
+        "suite_version": SUITE_VERSION,
         "started_at": _iso(started),
         "ended_at": _iso(ended),
         "duration_s": round(ended - started, 2),

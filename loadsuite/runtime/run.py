@@ -53,6 +53,8 @@ class SuiteRun:
         self.config = config
         # run_tests.sh exports RUN_ID to the master and every worker so their points and records agree.
         self.run_id = os.environ.get("RUN_ID") or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        # run_tests.sh started the bundled reference service for this run (on a port of its own each time).
+        self.bundled_service = os.environ.get("LOADSUITE_BUNDLED_SERVICE") == "1"
         self.results_dir: Path | None = None
         self.test: TestRun | None = None  # None until the first test starts
         # Every part's per-test state, reset with the new TestRun (event_hooks.register adds the parts).
