@@ -78,15 +78,21 @@ class SuiteRun:
         raise AssertionError(f"{text!r} not seen within {timeout} s (exit {self.proc.poll()}):\n{self.stderr[-3000:]}")
 
     def session_processes(self) -> list[psutil.Process]:
-        """Every live process of the run's session (run_tests.sh, service, master, workers)."""
-        found = []
-        for process in psutil.process_iter():
+        """Every live process of the run (run_tests.sh, service, master, workers): its session, and what it
+        started in sessions of their own (run_tests.sh detaches the service and local workers from the terminal)."""
+        found = {}
+        try:
+            descendants = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.Error:
+            descendants = []
+        for process in [*psutil.process_iter(), *descendants]:
             try:
-                if os.getsid(process.pid) == self.proc.pid and process.status() != psutil.STATUS_ZOMBIE:
-                    found.append(process)
+                ours = process in descendants or os.getsid(process.pid) == self.proc.pid
+                if ours and process.status() != psutil.STATUS_ZOMBIE:
+                    found[process.pid] = process
             except (ProcessLookupError, PermissionError, psutil.Error):
                 continue
-        return found
+        return list(found.values())
 
     def folder(self) -> Path:
         """The one run folder this run created under RESULTS_ROOT."""
