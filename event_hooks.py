@@ -21,7 +21,8 @@ from loadsuite.distributed import final_reports
 from loadsuite.runtime import end_of_run
 from loadsuite.runtime.attach import attach_listeners
 from loadsuite.runtime.custom_stats import STATS
-from loadsuite.runtime.run import SuiteRun, normalise_host, refuse_bad_locust_arguments, select_user_classes
+from loadsuite.runtime.run import (SuiteRun, locust_is_the_program, normalise_host, refuse_bad_locust_arguments,
+                                   select_user_classes)
 from loadsuite.webui import tab
 
 
@@ -32,6 +33,8 @@ def register(events, config: SuiteConfig, scenarios=(), resets=()) -> SuiteRun:
     events.init_command_line_parser.add_listener(_add_arguments)
     refuse_bad_locust_arguments(config)  # `locust -f locustfile.py ...` is as strict as run_tests.sh
     run = SuiteRun(config)
+    if locust_is_the_program():  # now, not only at init: Locust builds its web UI before init, and Ctrl-C may come
+        run.watch_interrupts()
     run.scenarios = list(scenarios)
     run.resets += [scenario.begin for scenario in scenarios]
     run.resets += [lambda _test, reset=reset: reset() for reset in resets]
@@ -56,7 +59,7 @@ def _add_arguments(parser) -> None:
 def _on_init(run: SuiteRun, environment) -> None:
     """Build this process's parts now that the runner exists, and attach their listeners."""
     config = run.config
-    run.watch_interrupts()
+    run.watch_interrupts()  # an embedded Environment (tests) from its init; once per process
     normalise_host(environment)
     end_of_run.take_over_html_report(run, environment)
     select_user_classes(environment)

@@ -27,7 +27,7 @@ from ..reporting.folders import FolderError, new_run_folder
 from ..reporting.console import terminal_safe, use_colour
 from ..distributed import final_reports
 from .custom_stats import STATS
-from .run import SuiteRun, TestRun
+from .run import SuiteRun, locust_is_the_program, TestRun
 
 logger = logging.getLogger("product_service_suite")
 
@@ -104,17 +104,12 @@ def write(run: SuiteRun, environment, summary: dict[str, Any], test: TestRun) ->
     # Otherwise the verdict block is printed once, as the last lines of the run: Locust prints its final stats
     # table after this listener, so run_tests.sh prints the block after Locust exits (python -m
     # loadsuite.cli.verdict), and Locust run directly (`locust -f locustfile.py`) prints it from an exit handler.
-    elif os.environ.get(VERDICT_PRINTED_BY_WRAPPER) != "1" and _locust_is_the_program():
+    elif os.environ.get(VERDICT_PRINTED_BY_WRAPPER) != "1" and locust_is_the_program():
         atexit.register(_print_verdict_last, summary, folder)
 
 
 VERDICT_PRINTED_BY_WRAPPER = "LOADSUITE_VERDICT_LAST"  # run_tests.sh sets it and prints the block itself
 
-
-def _locust_is_the_program() -> bool:
-    """`locust ...` or `python -m locust ...`: not a test or another program embedding the suite."""
-    program = Path(sys.argv[0] if sys.argv else "")
-    return program.name == "locust" or (program.name == "__main__.py" and program.parent.name == "locust")
 
 
 def _print_verdict_last(summary: dict[str, Any], folder: Path) -> None:

@@ -67,6 +67,7 @@ class SuiteRun:
         self.trimmer: gevent.Greenlet | None = None
         self.html_file: str | None = None  # report.html, written by end_of_run after summary.json
         self.hung_up = False  # the terminal closed (SIGHUP): output goes to console.log
+        self._watching = False
 
     @property
     def ending(self) -> bool:
@@ -155,6 +156,9 @@ class SuiteRun:
         Under run_tests.sh (LOADSUITE_SUPERVISED) a terminal's Ctrl-C arrives twice, from the terminal and
         forwarded by the script, which owns the second-interrupt rule: later interrupts are ignored here.
         """
+        if self._watching:
+            return
+        self._watching = True
         supervised = os.environ.get("LOADSUITE_SUPERVISED") == "1"
 
         def on_interrupt() -> None:
@@ -215,12 +219,18 @@ def _redirect_output(path: str) -> None:
     os.close(fd)
 
 
+def locust_is_the_program(argv: list[str] | None = None) -> bool:
+    """`locust ...` or `python -m locust ...`: not a test or another program embedding the suite."""
+    argv = sys.argv if argv is None else argv
+    program = Path(argv[0] if argv else "")
+    return program.name == "locust" or (program.name == "__main__.py" and program.parent.name == "locust")
+
+
 def refuse_bad_locust_arguments(config: SuiteConfig, argv: list[str] | None = None) -> None:
     """When Locust itself runs the locustfile: its user classes, tags and --host checked as run_tests.sh checks
     them (one line, exit 2, before any traffic). Inside other programs (pytest, an embedded Environment) nothing."""
     argv = sys.argv if argv is None else argv
-    program = Path(argv[0]).parts[-2:] if argv else ()
-    if not program or not (program[-1] == "locust" or tuple(program) == ("locust", "__main__.py")):
+    if not locust_is_the_program(argv):
         return
     try:
         catalogue.check_locust_arguments(argv[1:], config)
