@@ -12,10 +12,11 @@ from __future__ import annotations
 from functools import partial
 
 import gevent
+from locust.runners import WorkerRunner
 
 import monitoring
 
-from loadsuite import openmodel, oracle
+from loadsuite import capacity, openmodel, oracle
 from loadsuite.config import SuiteConfig, influxdb_token
 from loadsuite.distributed import final_reports
 from loadsuite.runtime import end_of_run
@@ -54,10 +55,21 @@ def register(events, config: SuiteConfig, scenarios=(), resets=()) -> SuiteRun:
 def _add_arguments(parser) -> None:
     parser.add_argument("--results-dir", default="", include_in_web_ui=False,
                         help="Folder for summary.json, junit.xml and custom_report.csv (default: the --csv folder)")
+    parser.add_argument("--capacity-search", action="store_true", default=False, include_in_web_ui=False,
+                        help="Search for the highest rate the target sustains (config.yaml capacity; run_tests.sh capacity)")
+    parser.add_argument("--require-capacity", type=float, default=None, include_in_web_ui=False, metavar="RATE",
+                        help="With --capacity-search: exit 1 when the proven capacity is below RATE req/s")
 
 
 def _on_init(run: SuiteRun, environment) -> None:
     """Build this process's parts now that the runner exists, and attach their listeners."""
+    options = environment.parsed_options
+    searching = bool(getattr(options, "capacity_search", False)) if options else False
+    if searching:  # every process (workers too: they run the executor) runs the search's config
+        run.config = capacity.search_config(run.config)
+        for scenario in run.scenarios:
+            if hasattr(scenario, "config") and scenario.name == "flash_sale":
+                scenario.config = run.config.flash_sale
     config = run.config
     run.watch_interrupts()  # an embedded Environment (tests) from its init; once per process
     normalise_host(environment)
@@ -78,6 +90,9 @@ def _on_init(run: SuiteRun, environment) -> None:
     pairs += final_reports.listeners(environment)  # none when the oracle has attached them (after its own)
     pairs.append(("test_start", run.on_load_start))  # last: after the contention setup and the start snapshot
     attach_listeners(environment.events, pairs)
+    if searching and not isinstance(environment.runner, WorkerRunner):
+        from loadsuite.capacity import driver
+        driver.install(run, environment, config.capacity, getattr(options, "require_capacity", None))
     # Locust arms the --run-time timer right after init; gevent's loop clock still reads the time the loop
     # last ran (before the locustfile import and these listeners), so the run would end that much early.
     gevent.get_hub().loop.update_now()

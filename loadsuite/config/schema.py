@@ -216,6 +216,30 @@ class FlashSaleConfig(_Section):
                 "unlikely to show); run longer or lower flash_sale.start_seconds")
 
 
+class CapacityConfig(_Section):
+    """The capacity finder (./run_tests.sh capacity, loadsuite/capacity/): config.yaml says what each knob does."""
+
+    start_rps: float = Field(10.0, gt=0, le=MAX_RPS)
+    growth: float = Field(2.0, ge=1.1, le=10.0)
+    tolerance: float = Field(0.05, ge=0.005, le=0.5)
+    warmup_seconds: float = Field(5.0, ge=0, le=3600)
+    plateau_seconds: float = Field(15.0, ge=0.5, le=3600)
+    confirm_seconds: float = Field(45.0, ge=1, le=6 * 3600)
+    max_rps: float = Field(5000.0, gt=0, le=MAX_RPS)
+    time_budget_seconds: float = Field(900.0, ge=5, le=MAX_SECONDS)
+    min_achieved_ratio: float = Field(0.9, ge=0.5, le=1.0)
+    max_late_p99_ms: float = Field(100.0, gt=0, le=60_000)
+
+    @model_validator(mode="after")
+    def _confirm_longer(self) -> "CapacityConfig":
+        if self.confirm_seconds <= self.plateau_seconds:
+            raise ValueError("confirm_seconds must be longer than plateau_seconds (the confirmation proves the rate "
+                             "for longer than a step did)")
+        if self.start_rps > self.max_rps:
+            raise ValueError("start_rps must not exceed max_rps")
+        return self
+
+
 class SuiteConfig(_Section):
     service: ServiceConfig = ServiceConfig()
     test_data: TestDataConfig = TestDataConfig()
@@ -232,6 +256,7 @@ class SuiteConfig(_Section):
     contention: ContentionConfig = ContentionConfig()
     popularity: PopularityConfig = PopularityConfig()
     flash_sale: FlashSaleConfig = FlashSaleConfig()
+    capacity: CapacityConfig = CapacityConfig()
 
     @field_validator("scenario_weights")
     @classmethod

@@ -160,6 +160,16 @@ class ArrivalRateExecutor:
         if self._scheduler is not None:
             self._apply(*self._share)
 
+    def set_target(self, rate: float | None) -> None:
+        """Hold `rate` (None: start nothing more) from now, not from the next sample: the capacity finder's steps
+        change the rate between and within tests (the first sample of a new test reads it too)."""
+        self.rate.overall_target_rps = rate
+        if self._sampler is None:  # no test running: its test_start samples the new target
+            return
+        target = self.rate.sample(self.environment)  # accounts the interval so far; a master tells its workers now
+        if self.schedules:
+            self._apply(target, self.rate.max_in_flight)
+
     def _apply(self, rate: float | None, bound: int) -> None:
         if bound != self.admission.bound or rate != self.schedule.rate:
             self.admission.bound = bound

@@ -62,6 +62,8 @@ def finish(run: SuiteRun, environment, test: TestRun | None = None) -> dict[str,
         return test.summary
     collect(environment)
     summary = judge(run, environment, test)
+    for amend in run.amenders:  # the capacity search puts its answer and verdict in
+        summary = amend(summary)
     write(run, environment, summary, test)
     test.summary = summary
     return summary

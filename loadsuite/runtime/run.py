@@ -59,6 +59,7 @@ class SuiteRun:
         self.test: TestRun | None = None  # None until the first test starts
         # Every part's per-test state, reset with the new TestRun (event_hooks.register adds the parts).
         self.resets: list[Callable[[TestRun], None]] = [lambda _test: STATS.reset()]
+        self.amenders: list[Callable[[dict[str, Any]], dict[str, Any]]] = []  # change the summary before it is written
         self.scenarios: list = []  # begin(test) with every test, report(environment, load_s) in its summary
         self.contended: str | None = None
         self.monitor = None
