@@ -6,6 +6,7 @@
 #   ./run_tests.sh distributed [WORKERS] [USERS] [DURATION_S] [HOST] [options] [-- locust args]
 #   ./run_tests.sh master [USERS] [DURATION_S] [HOST] [options] [-- locust args]   (waits for workers)
 #   ./run_tests.sh worker MASTER_HOST [options] [-- locust args]
+#   ./run_tests.sh capacity [HOST] [--workers N] [--require-capacity RATE] [options]   the capacity finder
 #   ./run_tests.sh test [pytest args]                                the project's tests
 #   ./run_tests.sh --help                                            every mode and option
 #
@@ -207,6 +208,22 @@ case "$MODE" in
         echo "run_tests.sh: master on ${MASTER_BIND_HOST:-127.0.0.1}:$MASTER_PORT" >&2
         run_locust "${LOCUST[@]}" --master --headless "${EXPECT[@]}" "${BIND[@]}" --host "$HOST" "${LOAD[@]}" \
             "${REPORTS[@]}" "${LOCUST_EXTRA[@]}"; CODE=$? ;;
+    capacity)   # one Locust process (or a master and WORKERS local workers) runs the whole search, step by step
+        SEARCH=(--capacity-search ${REQUIRE_CAPACITY:+--require-capacity "$REQUIRE_CAPACITY"})
+        if [ "$WORKERS" -gt 0 ]; then
+            MASTER_PORT="${MASTER_PORT:-$(free_port)}"
+            for i in $(seq 1 "$WORKERS"); do
+                start_detached "$RESULTS/worker-$i.log" "${LOCUST[@]}" --worker --master-host 127.0.0.1 \
+                    --master-port "$MASTER_PORT" --capacity-search "${LOCUST_EXTRA[@]}"
+                WORKER_PIDS+=($!)
+            done
+            run_locust "${LOCUST[@]}" --master --headless --expect-workers "$WORKERS" --master-bind-host 127.0.0.1 \
+                --master-bind-port "$MASTER_PORT" --host "$HOST" -u "$WORKERS" -r "$WORKERS" "${SEARCH[@]}" \
+                "${REPORTS[@]}" "${LOCUST_EXTRA[@]}"; CODE=$?
+        else
+            run_locust "${LOCUST[@]}" --headless --host "$HOST" -u 1 -r 1 "${SEARCH[@]}" "${REPORTS[@]}" \
+                "${LOCUST_EXTRA[@]}"; CODE=$?
+        fi ;;
     worker)
         run_locust "${LOCUST[@]}" --worker --master-host "$MASTER_HOST" --master-port "${MASTER_PORT:-5557}" \
             "${LOCUST_EXTRA[@]}"; CODE=$? ;;

@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass, field
 
 from ..config import ConfigError, load_config
-from ..config.schema import MAX_SECONDS, MAX_SPAWN_RATE, MAX_USERS
+from ..config.schema import MAX_RPS, MAX_SECONDS, MAX_SPAWN_RATE, MAX_USERS
 from ..config.urls import normalise_base_url
 from .. import catalogue
 from ..shapes.profiles import profile_for
@@ -30,6 +30,8 @@ MODES = {
     "ui": "Locust's web UI on http://127.0.0.1:8089 (WEB_HOST/WEB_PORT to change) against HOST",
     "distributed": "WORKERS (default 2) local worker processes and a master, then as headless",
     "master": "a master that waits for EXPECT_WORKERS (default 1) workers from other machines, then as headless",
+    "capacity": "search for the highest rate HOST sustains within its SLOs and prove it (config.yaml capacity; "
+                "docs/capacity.md); --workers N spreads the load over N local Locust workers",
     "worker": "a worker that connects to MASTER_HOST (port MASTER_PORT, default 5557)",
     "test": "the project's tests: ./run_tests.sh test [pytest args], e.g. -m \"not e2e\" for the quick set",
 }
@@ -39,6 +41,7 @@ POSITIONALS = {
     "distributed": ("WORKERS", "USERS", "DURATION_S", "HOST"),
     "master": ("USERS", "DURATION_S", "HOST"),
     "worker": ("MASTER_HOST",),
+    "capacity": ("HOST",),
 }
 DEFAULTS = {"USERS": "10", "DURATION_S": "60", "WORKERS": "2", "HOST": "", "MASTER_HOST": ""}
 
@@ -62,6 +65,7 @@ class Plan:
     spawn_rate: str = ""
     analysis: bool = True
     shape_active: bool = False
+    require_capacity: str = ""  # capacity: exit 1 below this proven rate
     ready_s: float = 10.0  # service.ready_timeout_seconds: how long the health check asks again
     locust_extra: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -71,7 +75,7 @@ class Plan:
         """Assignments for run_tests.sh to eval (every value quoted)."""
         q = shlex.quote
         lines = [f"MODE={q(self.mode)}", f"USERS={self.users}", f"DURATION={self.duration_s}",
-                 f"WORKERS={self.workers}", f"HOST={q(self.host)}", f"MASTER_HOST={q(self.master_host)}",
+                 f"WORKERS={self.workers}", f"REQUIRE_CAPACITY={q(self.require_capacity)}", f"HOST={q(self.host)}", f"MASTER_HOST={q(self.master_host)}",
                  f"SPAWN_RATE={q(self.spawn_rate)}", f"ANALYSIS={1 if self.analysis else 0}",
                  f"SHAPE_ACTIVE={1 if self.shape_active else 0}", f"READY_S={self.ready_s:g}",
                  "LOCUST_EXTRA=(" + " ".join(q(arg) for arg in self.locust_extra) + ")",
@@ -95,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                     + "\n".join(f"  ./run_tests.sh {mode} {' '.join(f'[{name}]' for name in POSITIONALS.get(mode, ()))}"
                                  .rstrip() + f"\n      {text}" for mode, text in MODES.items()),
         epilog="Anything after -- goes to Locust unchanged (user classes, --tags, --processes ...).\n"
-               "Exit codes: 0 passed, 1 a threshold or the consistency oracle failed, 2 bad configuration or usage\n"
+               "Exit codes: 0 passed (capacity: a rate was proven, at least --require-capacity), 1 a threshold or the\n"
+               "consistency oracle failed (capacity: no rate proven, or below --require-capacity), 2 bad configuration or usage\n"
                "(before any traffic), 3 target unreachable, 4 results could not be written, 5 Locust died,\n"
                "130 a second Ctrl-C/SIGTERM stopped the run at once.\n"
                "Environment: RESULTS_ROOT, WEB_HOST, WEB_PORT, MASTER_PORT, MASTER_BIND_HOST, EXPECT_WORKERS,\n"
@@ -116,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--config", metavar="FILE", help="config file (default config.yaml or CONFIG_PATH)")
         sub.add_argument("--spawn-rate", metavar="R", help="users started per second (default USERS/5, at least 2)")
         sub.add_argument("--no-analysis", action="store_true", help="skip summary.md and the charts")
+        if mode == "capacity":
+            sub.add_argument("--workers", metavar="N", help="capacity: local Locust worker processes (default 0: one "
+                                                            "process; add workers when the generator is the limit)")
+            sub.add_argument("--require-capacity", metavar="RATE",
+                             help="capacity: exit 1 when the proven capacity is below RATE requests/s (a CI gate)")
     return parser
 
 
@@ -142,6 +152,12 @@ def plan(argv: list[str], env: dict[str, str] | None = None) -> Plan:
         result.duration_s = _whole("DURATION_S", values["DURATION_S"], MAX_DURATION_S)
     if "WORKERS" in values:
         result.workers = _whole("WORKERS", values["WORKERS"], MAX_WORKERS)
+    if args.mode == "capacity":
+        result.workers = 0 if args.workers is None else _whole("--workers", args.workers, MAX_WORKERS)
+        if args.require_capacity is not None:
+            result.require_capacity = _rate("--require-capacity", args.require_capacity)
+        if args.shape:
+            raise UsageError("capacity sets the rate itself: drop --shape (the search's knobs are config.yaml capacity)")
     if values.get("HOST"):
         result.host = _host(values["HOST"])
     if args.mode == "worker":
@@ -175,7 +191,8 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
 
 
 NEEDS = {"--shape": "a value", "--client": "a value", "--threshold": "KEY=VALUE", "--config": "a file",
-         "--spawn-rate": "a number"}
+         "--spawn-rate": "a number", "--workers": "a number",
+         "--require-capacity": "a rate"}
 
 
 def _plain(message: str) -> str:
@@ -196,6 +213,16 @@ def _host(text: str, name: str = "HOST") -> str:
         return normalise_base_url(text)
     except ValueError as error:
         raise UsageError(f"{name} {error}") from None
+
+
+def _rate(name: str, text: str) -> str:
+    try:
+        rate = float(text)
+    except ValueError:
+        rate = math.nan
+    if not math.isfinite(rate) or rate <= 0 or rate > MAX_RPS:
+        raise UsageError(f"{name} must be a rate in requests/s above 0 and at most {MAX_RPS:g}, got {text!r}")
+    return text
 
 
 def _spawn_rate(text: str) -> str:
