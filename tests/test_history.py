@@ -82,6 +82,15 @@ def test_the_report_marks_the_step_at_run_20_but_a_change_long_ago_judges_nothin
     assert change["run"] == 20 and change["run_id"] == run_id(19) and change["judgement"] == "worse beyond tolerance"
     assert change["after"] / change["before"] == pytest.approx(1.3, rel=0.08)
     assert "no regression" in out and not report["regressions"]
+    # ... and the verdict does not call the latest run the level of all 30: it names the earlier change.
+    assert "on the level of its 30 comparable runs" not in out, out
+    assert f"worse beyond tolerance started earlier (the first at run 20 of 30, {run_id(19)}" in out, out
+
+
+def test_a_history_without_a_change_says_the_latest_run_is_on_the_level_of_all_its_runs(tmp_path):
+    write_history(tmp_path, noisy_factors(12, seed=5, noise=0.03))
+    code, out, report = history(tmp_path)
+    assert code == 0 and f"the latest run ({run_id(11)}) is on the level of its 12 comparable runs" in out, out
 
 
 @pytest.mark.parametrize("seed", SEEDS[:3])

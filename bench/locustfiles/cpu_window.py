@@ -5,7 +5,8 @@ clock, the event loop's passes (libev's iteration count), this process's volunta
 (how often it blocked and woke) and Locust's request count when spawning completes and when the test
 starts stopping, and writes both marks to BENCH_WINDOW_OUT as JSON on quit. Startup, ramp-up and the
 end-of-run work (reports, the oracle's check) fall outside the window. Listens to three events, never
-per request. With BENCH_COUNT_CALLS=1 it also counts the Python and C function calls made in the window
+per request. With BENCH_COUNT_CALLS=1 (or BENCH_PROFILE_OUT=FILE, which also
+writes the cProfile stats there) it also counts the Python and C function calls made in the window
 (cProfile: exact counts, but it slows every call, so such a run's CPU figures mean nothing); with
 BENCH_IDLE_GAPS=1 it counts, per event-loop pass, how long the loop blocked before it (libev prepare and
 check watchers: a few microseconds of Python per pass, in both models alike).
@@ -76,7 +77,7 @@ def _on_spawned(user_count, **_kwargs):
     _marks["start"] = _mark(_marks["environment"])
     if os.environ.get("BENCH_IDLE_GAPS") == "1":
         _marks["gaps"] = _IdleGaps()
-    if os.environ.get("BENCH_COUNT_CALLS") == "1":
+    if os.environ.get("BENCH_COUNT_CALLS") == "1" or os.environ.get("BENCH_PROFILE_OUT"):
         _marks["profile"] = cProfile.Profile()
         _marks["profile"].enable()  # this thread, so every greenlet of the event loop
 
@@ -93,6 +94,8 @@ def _on_stopping(environment, **_kwargs):
     if profile is not None:
         profile.disable()
     _marks["stop"] = _mark(environment)
+    if profile is not None and os.environ.get("BENCH_PROFILE_OUT"):
+        profile.dump_stats(os.environ["BENCH_PROFILE_OUT"])  # bench/profile_layers.py groups it by layer
     if profile is not None:
         _marks["stop"]["calls"] = sum(entry.callcount for entry in profile.getstats())
         _marks["start"]["calls"] = 0

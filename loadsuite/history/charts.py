@@ -6,6 +6,8 @@ beyond the tolerance, orange when worse within it, green when better.
 """
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -90,7 +92,8 @@ def total_figure(trend: GroupTrend) -> Figure:
     fig = _figure(height=1.4 + PANEL_IN * max(1, len(panels)), width=11)
     group = trend.group
     fig.suptitle(f"Run history, group {group.number}: {len(group.runs)} runs "
-                 f"({group.runs[0].date} to {group.runs[-1].date})\n{group.description}", fontsize=10)
+                 f"({group.runs[0].date} to {group.runs[-1].date})\n" + "\n".join(textwrap.wrap(group.description, 150)),
+                 fontsize=10)
     if not panels:
         _no_data(fig.add_subplot(), "No run with enough requests")
         return fig

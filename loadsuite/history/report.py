@@ -80,8 +80,14 @@ def verdict_lines(trend: Trend) -> list[str]:
                f" a change may start here; the next run confirms it or not" for s in judged.watches]
     if trend.regressions:
         return [f"REGRESSION: {change_text(s, c, runs)}" for s, c in trend.regressions] + watches
-    return [f"no regression: the latest run ({latest.run_id}) is on the level of its {runs} comparable runs",
-            *watches]
+    earlier = sorted((c.position, c.run_id) for _, c in judged.changes if c.regressed and not c.current)
+    if not earlier:
+        return [f"no regression: the latest run ({latest.run_id}) is on the level of its {runs} comparable runs",
+                *watches]
+    position, run_id = earlier[0]
+    return [f"no regression in the last {trend.settings.recent} runs: the latest run ({latest.run_id}) is on the "
+            f"level of the runs before it, but {len(earlier)} change(s) worse beyond tolerance started earlier "
+            f"(the first at run {position + 1} of {runs}, {run_id}; the change points below)", *watches]
 
 
 def _change_rows(trend: GroupTrend, marks: bool) -> list[list[str]]:

@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+import termios
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -188,6 +189,7 @@ class SuiteRun:
             if self.interrupts == 0:
                 gevent.get_hub().loop.run_callback(on_interrupt)
 
+        _keyboard_restore_survives_a_closed_terminal()
         try:
             gevent.signal_handler(signal.SIGINT, on_interrupt)
             signal.signal(signal.SIGHUP, on_hangup)
@@ -207,6 +209,25 @@ class SuiteRun:
         # Not recorded in the ledger: the oracle's own test_start listener runs after this one, clears the
         # ledger and snapshots the start stock, so this value is the oracle's starting point.
         logger.info("contention: %r set to stock %d (%s)", name, stock, outcome)
+
+
+def _keyboard_restore_survives_a_closed_terminal() -> None:
+    """Locust's key poller restores the terminal's mode as it ends, in a finally block; once the terminal has
+    closed (SIGHUP) that raises termios.error and gevent prints a traceback into console.log: nothing is left
+    to restore then."""
+    from locust import input_events
+    restore = input_events.UnixKeyPoller.cleanup
+    if getattr(restore, "survives_a_closed_terminal", False):
+        return
+
+    def cleanup(poller) -> None:
+        try:
+            restore(poller)
+        except (termios.error, OSError):
+            pass
+
+    cleanup.survives_a_closed_terminal = True
+    input_events.UnixKeyPoller.cleanup = cleanup
 
 
 def _redirect_output(path: str) -> None:
