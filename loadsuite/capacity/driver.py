@@ -28,6 +28,7 @@ from locust.stats import calculate_response_time_percentile
 
 from .. import openmodel
 from ..config.schema import CapacityConfig
+from ..runtime.attach import attach_listeners
 from . import report
 from .search import Next, Search
 
@@ -240,6 +241,7 @@ class CapacityDriver:
         answer = self.answer()
         self._write()
         summary["capacity"] = answer
+        print(f"capacity search: {answer['message']}", file=sys.stderr, flush=True)
         summary["verdict"] = answer["verdict"]
         summary["interrupted"] = summary.get("interrupted") or answer["search"]["interrupted"]
         return summary
@@ -248,7 +250,7 @@ class CapacityDriver:
 def install(run, environment, config: CapacityConfig, require_rps: float | None) -> CapacityDriver:
     """The driver and its listeners (the first test_start begins the search; quitting stops it)."""
     driver = CapacityDriver(run, environment, config, require_rps)
-    environment.events.test_start.add_listener(driver.on_test_start)
+    attach_listeners(environment.events, [("test_start", driver.on_test_start)])
     run.amenders.append(driver.amend)
     return driver
 
