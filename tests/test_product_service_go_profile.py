@@ -228,7 +228,14 @@ def test_go_profile_tears_reads_and_loses_updates_under_concurrent_buys(fresh_go
     assert report.refused == 0 and report.buys > 500, report
     assert 0.15 <= report.failed_share <= 0.5, report  # torn reads inside the buy: about 30% on the Go service
     assert 0.01 <= report.lost_share <= 0.4, report  # about 7% on the Go service
-    assert report.bystander_lost > 0, report  # whole-file rewrites overwrite other products' changes too
+    # Whole-file rewrites overwrite other products' changes too. How often a bystander's write falls inside a
+    # rewrite depends on the machine's load (54 bystander writes lost none once, on a busy machine): up to two
+    # more probes, each a fresh chance, before calling it absent.
+    lost, tries = report.bystander_lost, [report]
+    while lost == 0 and len(tries) < 3:
+        tries.append(asyncio.run(probe(fresh_go.url, buyers=30, seconds=3.0, bystander_pause=0.005)))
+        lost += tries[-1].bystander_lost
+    assert lost > 0, tries
 
 
 @pytest.mark.e2e
