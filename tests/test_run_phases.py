@@ -83,6 +83,9 @@ def test_sigterm_during_the_end_snapshot_lets_the_oracle_and_reports_finish(suit
     with FaultProxy(product_service.port, delay_s=TRICKLE_BYTE_S, only_path="/products") as proxy:
         run = suite("headless", "2", "4", proxy.url, "--no-analysis", "--config", str(write_config(tmp_path)))
         run.wait_for_output("All users spawned", timeout=40)
+        # Some requests must be answered before every /products... request trickles (a busy machine once had
+        # none between the spawn and the switch): at least 10 seen, which pass straight through.
+        wait_until(lambda: proxy.requests["pass"] >= 10, 20, "10 requests through the proxy before the trickle")
         proxy.set_mode("trickle")  # from now on the end snapshot takes its whole 5 s deadline
         run.wait_for_output("--run-time limit reached", timeout=30)
         time.sleep(1.0)
