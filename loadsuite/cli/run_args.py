@@ -215,24 +215,23 @@ def _host(text: str, name: str = "HOST") -> str:
         raise UsageError(f"{name} {error}") from None
 
 
-def _rate(name: str, text: str) -> str:
+def _positive(text: str, most: float, error: str) -> str:
+    """text when it is a finite number above 0 and at most `most`; else a UsageError with `error`."""
     try:
-        rate = float(text)
+        value = float(text)
     except ValueError:
-        rate = math.nan
-    if not math.isfinite(rate) or rate <= 0 or rate > MAX_RPS:
-        raise UsageError(f"{name} must be a rate in requests/s above 0 and at most {MAX_RPS:g}, got {text!r}")
+        value = math.nan
+    if not math.isfinite(value) or value <= 0 or value > most:
+        raise UsageError(f"{error}, got {text!r}")
     return text
+
+
+def _rate(name: str, text: str) -> str:
+    return _positive(text, MAX_RPS, f"{name} must be a rate in requests/s above 0 and at most {MAX_RPS:g}")
 
 
 def _spawn_rate(text: str) -> str:
-    try:
-        rate = float(text)
-    except ValueError:
-        rate = math.nan
-    if not math.isfinite(rate) or rate <= 0 or rate > MAX_SPAWN_RATE:
-        raise UsageError(f"--spawn-rate must be a number above 0 and at most {MAX_SPAWN_RATE:g}, got {text!r}")
-    return text
+    return _positive(text, MAX_SPAWN_RATE, f"--spawn-rate must be a number above 0 and at most {MAX_SPAWN_RATE:g}")
 
 
 def _check_config(result: Plan, env: dict[str, str]) -> None:
